@@ -1,0 +1,266 @@
+#include "config/config.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <system_error>
+
+#include "config/schema.hpp"
+
+namespace pgpilot::config {
+namespace {
+
+using detail::emptiness;
+using detail::enum_key;
+using detail::integer_key;
+using detail::key_spec;
+using detail::key_table;
+using detail::number_key;
+using detail::required;
+using detail::string_key;
+
+constexpr detail::enum_name<auth_method> auth_method_names[] = {
+    {"trust", auth_method::trust},
+    {"password", auth_method::password},
+    {"md5", auth_method::md5},
+    {"scram-sha-256", auth_method::scram_sha_256},
+};
+
+constexpr detail::enum_name<backend_flag> backend_flag_names[] = {
+    {"ALLOW_TO_FAILOVER", backend_flag::allow_to_failover},
+    {"DISALLOW_TO_FAILOVER", backend_flag::disallow_to_failover},
+    {"ALWAYS_PRIMARY", backend_flag::always_primary},
+};
+
+constexpr detail::enum_name<log_level> log_level_names[] = {
+    {"debug", log_level::debug},
+    {"info", log_level::info},
+    {"warning", log_level::warning},
+    {"error", log_level::error},
+};
+
+template <class E, std::size_t N>
+const char* name_of(E value, const detail::enum_name<E> (&names)[N]) {
+    for (const auto& entry : names) {
+        if (entry.value == value) return entry.name.data();
+    }
+    return "?";
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+    return s;
+}
+
+// listen_addresses: "a, b" (or ["a", "b"]); "" means no TCP listener.
+key_spec<server_settings> address_list_key(std::string_view name,
+                                           std::vector<std::string> server_settings::*member) {
+    return {name, [member](server_settings& target, const detail::field& f) {
+                std::vector<std::string_view> tokens;
+                if (const auto* s = f.node.as_string()) {
+                    std::string_view rest = s->get();
+                    if (!trim(rest).empty()) {
+                        for (;;) {
+                            const auto comma = rest.find(',');
+                            tokens.push_back(trim(rest.substr(0, comma)));
+                            if (comma == std::string_view::npos) break;
+                            rest.remove_prefix(comma + 1);
+                        }
+                    }
+                } else if (const auto* arr = f.node.as_array()) {
+                    for (const auto& element : *arr) {
+                        const auto* s = element.as_string();
+                        if (!s) {
+                            f.type_error("a string or an array of strings");
+                            return;
+                        }
+                        tokens.push_back(s->get());
+                    }
+                } else {
+                    f.type_error("a string");
+                    return;
+                }
+                std::vector<std::string> addresses;
+                bool ok = true;
+                for (const auto token : tokens) {
+                    if (token.empty()) {
+                        f.error("empty entry in the address list");
+                        ok = false;
+                    } else if (token.find_first_of(" \t,") != std::string_view::npos) {
+                        f.error(fmt::format("invalid address \"{}\"", token));
+                        ok = false;
+                    } else {
+                        addresses.emplace_back(token);
+                    }
+                }
+                if (ok && addresses.size() > 1 &&
+                    std::find(addresses.begin(), addresses.end(), "*") != addresses.end()) {
+                    f.error("\"*\" already means every address and cannot be combined with others");
+                    ok = false;
+                }
+                if (ok) target.*member = std::move(addresses);
+            }};
+}
+
+// The schema: every table and key pgpilot accepts. Adding a key is one line here (plus the
+// field in config.hpp and a row in docs/configuration.md); adding a table is one
+// table_section/array_section entry.
+const std::vector<detail::section_spec<settings>>& schema() {
+    static const std::vector<detail::section_spec<settings>> sections{
+        detail::table_section(
+            "server", &settings::server,
+            key_table<server_settings>{
+                address_list_key("listen_addresses", &server_settings::listen_addresses),
+                integer_key("port", &server_settings::port, 1, 65535),
+                integer_key("workers", &server_settings::workers, 0, 256),
+                string_key("unix_socket_dir", &server_settings::unix_socket_dir),
+                enum_key("log_level", &server_settings::log, log_level_names),
+            }),
+        detail::table_section(
+            "pool", &settings::pool,
+            key_table<pool_settings>{
+                integer_key("max_pool", &pool_settings::max_pool, 0),
+                number_key("connection_life_time", &pool_settings::connection_life_time, 0),
+                number_key("connect_timeout", &pool_settings::connect_timeout, 0),
+            }),
+        detail::array_section(
+            "backend", &settings::backends,
+            key_table<backend_settings>{
+                required(string_key("host", &backend_settings::host, emptiness::rejected)),
+                integer_key("port", &backend_settings::port, 1, 65535),
+                number_key("weight", &backend_settings::weight, 0),
+                enum_key("flag", &backend_settings::flag, backend_flag_names),
+                string_key("data_directory", &backend_settings::data_directory),
+                string_key("application_name", &backend_settings::application_name),
+            }),
+        detail::array_section(
+            "user", &settings::users,
+            key_table<user_settings>{
+                required(string_key("name", &user_settings::name, emptiness::rejected)),
+                string_key("password", &user_settings::password),
+            }),
+        detail::table_section("auth", &settings::auth,
+                              key_table<auth_settings>{
+                                  enum_key("method", &auth_settings::method, auth_method_names),
+                                  string_key("backend_password", &auth_settings::backend_password),
+                              }),
+    };
+    return sections;
+}
+
+// Rules that span several keys or tables.
+void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
+    const toml::node* backends = doc.get("backend");
+    if (!backends) {
+        diag.error({1, 1}, "backend", "at least one [[backend]] table is required");
+    } else if (const auto* arr = backends->as_array(); arr && arr->empty()) {
+        diag.error(arr->source().begin, "backend", "at least one [[backend]] table is required");
+    }
+
+    if (const auto* users = doc.get_as<toml::array>("user")) {
+        std::map<std::string, toml::source_position, std::less<>> seen;
+        for (std::size_t i = 0; i < users->size(); ++i) {
+            const auto* tbl = users->get(i)->as_table();
+            const auto* name = tbl ? tbl->get_as<std::string>("name") : nullptr;
+            if (!name || name->get().empty()) continue;
+            const auto [it, inserted] = seen.emplace(name->get(), name->source().begin);
+            if (!inserted) {
+                diag.error(name->source().begin, fmt::format("user[{}].name", i),
+                           fmt::format("duplicate user \"{}\" (first defined at line {})",
+                                       name->get(), it->second.line));
+            }
+        }
+    }
+}
+
+load_result failure(std::string message) {
+    load_result result;
+    result.errors.push_back(std::move(message));
+    return result;
+}
+
+}  // namespace
+
+const user_settings* settings::find_user(std::string_view name) const {
+    for (const auto& user : users) {
+        if (user.name == name) return &user;
+    }
+    return nullptr;
+}
+
+load_result load_string(std::string_view toml_text, std::string_view source_name) {
+    detail::diagnostics diag{std::string(source_name)};
+    toml::table doc;
+#if TOML_EXCEPTIONS
+    try {
+        doc = toml::parse(toml_text, std::string(source_name));
+    } catch (const toml::parse_error& e) {
+        diag.error(e.source().begin, "", fmt::format("syntax error: {}", e.description()));
+        return {std::nullopt, diag.take()};
+    }
+#else
+    auto parsed = toml::parse(toml_text, std::string(source_name));
+    if (!parsed) {
+        const auto& e = parsed.error();
+        diag.error(e.source().begin, "", fmt::format("syntax error: {}", e.description()));
+        return {std::nullopt, diag.take()};
+    }
+    doc = std::move(parsed).table();
+#endif
+
+    settings result;
+    result.source = std::string(source_name);
+    detail::apply_root(result, doc, schema(), diag);
+    check_cross_rules(doc, diag);
+    if (!diag.empty()) return {std::nullopt, diag.take()};
+    return {std::move(result), {}};
+}
+
+load_result load_file(const std::string& path) {
+    struct closer {
+        void operator()(std::FILE* f) const { std::fclose(f); }
+    };
+    errno = 0;
+    std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
+    if (!file) {
+        return failure(
+            fmt::format("{}: cannot open: {}", path, std::generic_category().message(errno)));
+    }
+    std::string text;
+    char buffer[16384];
+    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
+        text.append(buffer, n);
+    }
+    if (std::ferror(file.get())) {
+        return failure(
+            fmt::format("{}: cannot read: {}", path, std::generic_category().message(errno)));
+    }
+    return load_string(text, path);
+}
+
+std::vector<std::string> known_keys() {
+    std::vector<std::string> keys;
+    for (const auto& section : schema()) {
+        for (const auto key : section.keys) {
+            keys.push_back(fmt::format("{}.{}", section.name, key));
+        }
+    }
+    return keys;
+}
+
+const char* to_string(auth_method method) {
+    return name_of(method, auth_method_names);
+}
+const char* to_string(backend_flag flag) {
+    return name_of(flag, backend_flag_names);
+}
+const char* to_string(log_level level) {
+    return name_of(level, log_level_names);
+}
+
+}  // namespace pgpilot::config

@@ -1,0 +1,103 @@
+#pragma once
+
+// pgpilot settings: the typed form of pgpilot.toml and its loader.
+//
+// Loading validates everything (syntax, unknown tables and keys, types, ranges, enum
+// spellings, cross-key rules) and reports every problem found, one line each, as
+// "FILE:LINE:COL: KEY: message". The key reference is docs/configuration.md.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgpilot::config {
+
+// How clients authenticate to pgpilot ([auth] method).
+enum class auth_method { trust, password, md5, scram_sha_256 };
+
+// Per-backend failover policy, as pgpool-II's backend_flag.
+enum class backend_flag { allow_to_failover, disallow_to_failover, always_primary };
+
+// Minimum severity of log messages that are written ([server] log_level).
+enum class log_level { debug, info, warning, error };
+
+// [server]: where and how pgpilot accepts client connections.
+struct server_settings {
+    // TOML: a string "a, b" (or an array of strings). "*" = all IPv4+IPv6 addresses,
+    // "" = no TCP listener (the vector is then empty), "localhost" allowed.
+    std::vector<std::string> listen_addresses{"127.0.0.1"};
+    std::uint16_t port = 9999;
+    unsigned workers = 0;             // event-loop threads; 0 = number of cores
+    std::string unix_socket_dir;      // "" = no Unix-domain socket
+    log_level log = log_level::info;  // key: log_level
+};
+
+// [pool]: backend connection pooling.
+struct pool_settings {
+    int max_pool = 4;
+    double connection_life_time = 0;  // seconds an idle pooled connection lives; 0 = forever
+    double connect_timeout = 10;      // seconds allowed to connect to a backend
+};
+
+// One [[backend]] entry: a PostgreSQL server behind pgpilot.
+struct backend_settings {
+    std::string host;  // host name, IP address, or Unix socket directory (starts with '/')
+    std::uint16_t port = 5432;
+    double weight = 1;  // load-balancing weight, relative to the other backends
+    backend_flag flag = backend_flag::allow_to_failover;
+    std::string data_directory;
+    std::string application_name;
+};
+
+// One [[user]] entry. password is stored plain, as "md5..." or as a SCRAM-SHA-256$
+// verifier, exactly as in pg_authid.
+struct user_settings {
+    std::string name;
+    std::string password;
+};
+
+// [auth]: client authentication and the credentials pgpilot presents to backends.
+struct auth_settings {
+    auth_method method = auth_method::trust;
+    std::string backend_password;  // used toward backends when they ask for one
+};
+
+// The whole validated configuration.
+struct settings {
+    server_settings server;
+    pool_settings pool;
+    std::vector<backend_settings> backends;  // never empty once loaded
+    std::vector<user_settings> users;        // names unique and non-empty
+    auth_settings auth;
+    std::string source;  // file path (or the source name given to load_string)
+
+    // The [[user]] entry with exactly this name (case-sensitive), or nullptr.
+    const user_settings* find_user(std::string_view name) const;
+};
+
+// Outcome of loading: either settings, or every problem found (never both).
+struct load_result {
+    std::optional<settings> value;
+    std::vector<std::string> errors;  // "FILE:LINE:COL: KEY: message", in file order
+    explicit operator bool() const { return value.has_value(); }
+};
+
+// Reads and validates a TOML file. An unreadable file gives one error naming the path and
+// the errno text.
+load_result load_file(const std::string& path);
+
+// Validates TOML text; source_name is used in messages and stored in settings::source.
+load_result load_string(std::string_view toml_text, std::string_view source_name);
+
+// Every accepted key as "table.key" (e.g. "server.port", "backend.host"), in schema order.
+std::vector<std::string> known_keys();
+
+// Canonical spellings, as accepted in the file: "scram-sha-256", "ALLOW_TO_FAILOVER",
+// "warning", ...
+const char* to_string(auth_method method);
+const char* to_string(backend_flag flag);
+const char* to_string(log_level level);
+
+}  // namespace pgpilot::config

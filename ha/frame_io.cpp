@@ -1,0 +1,47 @@
+#include "ha/frame_io.hpp"
+
+namespace pgpilot {
+
+namespace {
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+}
+
+net::awaitable<error_code> frame_reader::fill(stream& s) {
+    if (start_ > 0 && start_ == buf_.size()) {
+        buf_.clear();
+        start_ = 0;
+    } else if (start_ > 4096) {
+        buf_.erase(0, start_);
+        start_ = 0;
+    }
+    std::size_t old = buf_.size();
+    std::size_t want = std::max<std::size_t>(8192, buf_.capacity() - old);
+    buf_.resize(old + want);
+    auto [ec, n] = co_await s.async_read_some(net::buffer(buf_.data() + old, want), use_tuple);
+    buf_.resize(old + n);
+    co_return ec;
+}
+
+net::awaitable<error_code> frame_reader::read_frame(stream& s, protocol::whole_frame& out,
+                                                    std::uint32_t max_length) {
+    for (;;) {
+        switch (protocol::next_whole_frame(pending(), out, max_length)) {
+            case protocol::frame_status::header:
+                consume(out.total);
+                co_return error_code{};
+            case protocol::frame_status::malformed:
+                co_return make_error_code(boost::system::errc::bad_message);
+            case protocol::frame_status::need_more:
+                break;
+        }
+        if (auto ec = co_await fill(s)) co_return ec;
+    }
+}
+
+net::awaitable<error_code> write_all(stream& s, std::string_view data) {
+    auto [ec, n] = co_await net::async_write(s, net::buffer(data), use_tuple);
+    (void)n;
+    co_return ec;
+}
+
+}  // namespace pgpilot

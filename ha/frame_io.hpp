@@ -1,0 +1,44 @@
+// Reading whole protocol frames from a socket, for the phases where pgpilot reads messages one
+// by one (startup, authentication, connection reset, health queries). The relay streams instead.
+#pragma once
+
+#include <boost/asio.hpp>
+
+#include <cstddef>
+#include <string>
+#include <system_error>
+
+#include "protocol/frame.hpp"
+
+namespace pgpilot {
+
+namespace net = boost::asio;
+using error_code = boost::system::error_code;
+/// Both TCP and Unix-domain connections, to clients and to backends.
+using stream = net::generic::stream_protocol::socket;
+
+/// A small growable read buffer that hands out whole frames.
+class frame_reader {
+  public:
+    /// Reads until a whole tagged frame is buffered. A malformed length gives errc::bad_message.
+    /// The returned frame's body points into this reader and stays valid until the next call.
+    net::awaitable<error_code> read_frame(stream& s, protocol::whole_frame& out,
+                                          std::uint32_t max_length = protocol::max_message_length);
+    /// Reads at least one more byte into the buffer.
+    net::awaitable<error_code> fill(stream& s);
+    /// Bytes received but not handed out yet.
+    protocol::byte_view pending() const {
+        return protocol::as_bytes(std::string_view(buf_).substr(start_));
+    }
+    void consume(std::size_t n) { start_ += n; }
+    bool empty() const { return start_ == buf_.size(); }
+
+  private:
+    std::string buf_;
+    std::size_t start_ = 0;
+};
+
+/// Writes all of `data`; errors come back as values.
+net::awaitable<error_code> write_all(stream& s, std::string_view data);
+
+}  // namespace pgpilot

@@ -1,0 +1,79 @@
+// pgpilot: a PostgreSQL proxy for a primary with hot standbys.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <string>
+
+#include "config/config.hpp"
+#include "ha/log.hpp"
+#include "proxy/server.hpp"
+
+namespace {
+
+void usage(std::FILE* out) {
+    fmt::print(out,
+               "usage: pgpilot [-f FILE] [--check]\n"
+               "  -f, --config FILE   configuration file (default: pgpilot.toml)\n"
+               "  --check             validate the configuration and exit (0 valid, 1 not)\n"
+               "  -h, --help          this text\n"
+               "  --version           print the version\n");
+}
+
+pgpilot::log::level to_log_level(pgpilot::config::log_level l) {
+    using pgpilot::config::log_level;
+    switch (l) {
+        case log_level::debug:
+            return pgpilot::log::level::debug;
+        case log_level::info:
+            return pgpilot::log::level::info;
+        case log_level::warning:
+            return pgpilot::log::level::warning;
+        case log_level::error:
+            return pgpilot::log::level::error;
+    }
+    return pgpilot::log::level::info;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string file = "pgpilot.toml";
+    bool check = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if ((a == "-f" || a == "--config") && i + 1 < argc) {
+            file = argv[++i];
+        } else if (a == "--check") {
+            check = true;
+        } else if (a == "-h" || a == "--help") {
+            usage(stdout);
+            return 0;
+        } else if (a == "--version") {
+            fmt::print("pgpilot {}\n", PGPILOT_VERSION);
+            return 0;
+        } else {
+            fmt::print(stderr, "pgpilot: unknown argument \"{}\"\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    auto loaded = pgpilot::config::load_file(file);
+    if (!loaded) {
+        for (const auto& e : loaded.errors)
+            fmt::print(stderr, "{}\n", e);
+        fmt::print(stderr, "pgpilot: configuration file \"{}\" is not valid\n", file);
+        return 1;
+    }
+    if (check) {
+        fmt::print("configuration file \"{}\" is valid\n", file);
+        return 0;
+    }
+    pgpilot::log::threshold = to_log_level(loaded.value->server.log);
+    pgpilot::log::info("pgpilot {} starting with {}", PGPILOT_VERSION, file);
+    try {
+        return pgpilot::proxy::run_server(*loaded.value);
+    } catch (const std::exception& e) {
+        pgpilot::log::error("fatal: {}", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,244 @@
+#include "proxy/server.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <future>
+#include <thread>
+
+#include "ha/log.hpp"
+#include "proxy/context.hpp"
+#include "proxy/session.hpp"
+
+namespace pgpilot::proxy {
+
+namespace {
+
+using acceptor = net::basic_socket_acceptor<net::generic::stream_protocol>;
+using reuse_port = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+/// A worker and the listeners it accepts on.
+struct worker_thread {
+    std::unique_ptr<worker> w;
+    std::vector<std::unique_ptr<acceptor>> tcp;
+    std::unique_ptr<acceptor> unix_socket;  ///< only on worker 0; hands connections round-robin
+    std::unique_ptr<net::steady_timer> sweep_timer;
+    std::thread thread;
+};
+
+std::vector<net::ip::tcp::endpoint> listen_endpoints(const config::server_settings& s) {
+    std::vector<net::ip::tcp::endpoint> eps;
+    auto add = [&](const net::ip::tcp::endpoint& ep) {
+        if (std::find(eps.begin(), eps.end(), ep) == eps.end()) eps.push_back(ep);
+    };
+    net::io_context ctx;
+    net::ip::tcp::resolver resolver(ctx);
+    for (const auto& host : s.listen_addresses) {
+        if (host.empty()) continue;
+        if (host == "*") {
+            add({net::ip::address_v4::any(), s.port});
+            add({net::ip::address_v6::any(), s.port});
+            continue;
+        }
+        for (const auto& r :
+             resolver.resolve(host, std::to_string(s.port), net::ip::tcp::resolver::passive))
+            add(r.endpoint());
+    }
+    return eps;
+}
+
+std::unique_ptr<acceptor> open_tcp(net::io_context& ctx, const net::ip::tcp::endpoint& ep) {
+    auto a = std::make_unique<acceptor>(ctx);
+    net::generic::stream_protocol::endpoint gep(ep);
+    a->open(gep.protocol());
+    a->set_option(net::socket_base::reuse_address(true));
+    // Each worker has its own acceptor on the same port; the kernel spreads connections.
+    a->set_option(reuse_port(true));
+    if (ep.address().is_v6()) a->set_option(net::ip::v6_only(true));
+    a->bind(gep);
+    a->listen(net::socket_base::max_listen_connections);
+    return a;
+}
+
+std::string unix_socket_path(const config::server_settings& s) {
+    return s.unix_socket_dir + "/.s.PGSQL." + std::to_string(s.port);
+}
+
+net::awaitable<void> accept_loop(worker& w, acceptor& a, bool tcp,
+                                 std::vector<worker_thread>* spread) {
+    std::size_t next = 0;
+    for (;;) {
+        auto [ec, sock] = co_await a.async_accept(use_tuple);
+        if (ec) {
+            if (ec == net::error::operation_aborted || w.shared.stopping.load()) co_return;
+            log::warning("accept failed: {}", ec.message());
+            if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space) {
+                // Out of file descriptors: back off rather than spin.
+                net::steady_timer t(w.ctx, std::chrono::milliseconds(100));
+                co_await t.async_wait(use_tuple);
+            }
+            continue;
+        }
+        if (tcp) sock.set_option(net::ip::tcp::no_delay(true), ec);
+        if (!spread || spread->size() == 1) {
+            start_session(w, std::move(sock));
+            continue;
+        }
+        // Unix-socket connections arrive on worker 0 only (no SO_REUSEPORT there): hand them
+        // out round-robin so every worker carries its share.
+        worker& target = *(*spread)[next++ % spread->size()].w;
+        if (&target == &w) {
+            start_session(w, std::move(sock));
+            continue;
+        }
+        auto protocol = sock.local_endpoint().protocol();
+        int fd = sock.release();
+        net::post(target.ctx, [&target, protocol, fd] {
+            start_session(target, stream(target.ctx, protocol, fd));
+        });
+    }
+}
+
+net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
+    auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(w.shared.settings.pool.connection_life_time));
+    for (;;) {
+        timer.expires_after(std::chrono::seconds(1));
+        auto [ec] = co_await timer.async_wait(use_tuple);
+        if (ec) co_return;
+        if (auto n = w.pool.sweep(life))
+            log::debug("worker {} closed {} idle connections", w.id, n);
+    }
+}
+
+void log_exception(std::exception_ptr e) {
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        log::error("background task failed: {}", ex.what());
+    }
+}
+
+void stop_worker(worker_thread& t) {
+    error_code ec;
+    for (auto& a : t.tcp)
+        a->close(ec);
+    if (t.unix_socket) t.unix_socket->close(ec);
+    if (t.sweep_timer) t.sweep_timer->cancel();
+    // Copy: a session may end (and leave the map) while we signal the others.
+    std::vector<std::shared_ptr<session>> live;
+    for (auto& [id, s] : t.w->sessions)
+        live.push_back(s);
+    for (auto& s : live)
+        s->cancellation().emit(net::cancellation_type::terminal);
+    t.w->pool.clear();
+}
+
+}  // namespace
+
+int run_server(const config::settings& settings) {
+    std::signal(SIGPIPE, SIG_IGN);
+
+    // Nodes as configured; the registry finds out their status and role.
+    std::vector<router::node_state> nodes;
+    for (std::size_t i = 0; i < settings.backends.size(); ++i) {
+        const auto& b = settings.backends[i];
+        router::node_state n;
+        n.id = int(i);
+        n.host = b.host;
+        n.port = b.port;
+        n.weight = b.weight;
+        nodes.push_back(n);
+    }
+    net::io_context ha_ctx{1};
+    ha::probe_credentials cred;
+    cred.connect_timeout =
+        std::chrono::milliseconds(std::int64_t(settings.pool.connect_timeout * 1000));
+    if (!settings.auth.backend_password.empty()) cred.password = settings.auth.backend_password;
+    ha::node_registry registry(ha_ctx, nodes, cred);
+    shared_state shared{settings, registry, {}, {}, {}, {}};
+    shared.timeouts.backend_connect = cred.connect_timeout;
+
+    // Find the primary before accepting clients.
+    auto first = net::co_spawn(ha_ctx, registry.detect(), net::use_future);
+    net::co_spawn(ha_ctx, registry.watch_for_primary(std::chrono::seconds(1)), log_exception);
+    auto ha_guard = net::make_work_guard(ha_ctx);
+    std::thread ha_thread([&] { ha_ctx.run(); });
+    first.wait();
+    if (!router::route_to_primary(*registry.snapshot()).node)
+        log::warning("no primary found among {} backends; will keep looking",
+                     settings.backends.size());
+
+    unsigned count = settings.server.workers;
+    if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<worker_thread> workers(count);
+    try {
+        auto endpoints = listen_endpoints(settings.server);
+        for (unsigned i = 0; i < count; ++i) {
+            auto& t = workers[i];
+            t.w = std::make_unique<worker>(shared, i);
+            for (const auto& ep : endpoints)
+                t.tcp.push_back(open_tcp(t.w->ctx, ep));
+        }
+        if (!settings.server.unix_socket_dir.empty()) {
+            auto path = unix_socket_path(settings.server);
+            ::unlink(path.c_str());  // left over by a previous run that was killed
+            auto a = std::make_unique<acceptor>(workers[0].w->ctx);
+            net::generic::stream_protocol::endpoint ep(net::local::stream_protocol::endpoint{path});
+            a->open(ep.protocol());
+            a->bind(ep);
+            ::chmod(path.c_str(), 0777);  // PostgreSQL's default unix_socket_permissions
+            a->listen(net::socket_base::max_listen_connections);
+            workers[0].unix_socket = std::move(a);
+        }
+        for (const auto& ep : endpoints)
+            log::info("listening on {}:{}", ep.address().to_string(), ep.port());
+        if (workers[0].unix_socket) log::info("listening on {}", unix_socket_path(settings.server));
+    } catch (const std::exception& e) {
+        log::error("cannot listen: {}", e.what());
+        shared.stopping = true;
+        ha_guard.reset();
+        ha_ctx.stop();
+        ha_thread.join();
+        return 1;
+    }
+
+    for (auto& t : workers) {
+        for (auto& a : t.tcp)
+            net::co_spawn(t.w->ctx, accept_loop(*t.w, *a, true, nullptr), log_exception);
+        if (t.unix_socket)
+            net::co_spawn(t.w->ctx, accept_loop(*t.w, *t.unix_socket, false, &workers),
+                          log_exception);
+        t.sweep_timer = std::make_unique<net::steady_timer>(t.w->ctx);
+        net::co_spawn(t.w->ctx, sweep_loop(*t.w, *t.sweep_timer), log_exception);
+    }
+    for (auto& t : workers)
+        t.thread = std::thread([&t] { t.w->ctx.run(); });
+    log::info("pgpilot ready with {} workers", count);
+
+    // Wait for SIGINT/SIGTERM on the main thread.
+    net::io_context main_ctx{1};
+    net::signal_set signals(main_ctx, SIGINT, SIGTERM);
+    int received = 0;
+    signals.async_wait([&](const error_code&, int sig) { received = sig; });
+    main_ctx.run();
+
+    log::info("received signal {}, shutting down", received);
+    shared.stopping = true;
+    for (auto& t : workers)
+        net::post(t.w->ctx, [&t] { stop_worker(t); });
+    for (auto& t : workers)
+        t.thread.join();
+    ha_guard.reset();
+    ha_ctx.stop();
+    ha_thread.join();
+    if (!settings.server.unix_socket_dir.empty())
+        ::unlink(unix_socket_path(settings.server).c_str());
+    log::info("shutdown complete");
+    return 0;
+}
+
+}  // namespace pgpilot::proxy

@@ -1,0 +1,50 @@
+// What the router knows about the cluster: an immutable snapshot of every configured node,
+// published by ha/ and read by sessions without locks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgpilot::router {
+
+/// Whether a node can be used (pgpool's "status" column).
+enum class node_status { waiting, up, down };
+/// What the node is in replication (pgpool's "role" column).
+enum class node_role { unknown, primary, standby };
+
+const char* to_string(node_status);
+const char* to_string(node_role);
+
+/// One configured backend node as of a snapshot.
+struct node_state {
+    int id = 0;
+    std::string host;
+    std::uint16_t port = 0;
+    double weight = 1;
+    node_status status = node_status::waiting;
+    node_role role = node_role::unknown;
+    std::chrono::system_clock::time_point last_status_change{};
+};
+
+/// The whole cluster at one moment.
+struct cluster_snapshot {
+    std::vector<node_state> nodes;
+    std::uint64_t version = 0;
+};
+
+using snapshot_ptr = std::shared_ptr<const cluster_snapshot>;
+
+/// Where a statement goes: a node id, or nowhere when no suitable node is up.
+struct route_decision {
+    std::optional<int> node;
+    const char* reason = "";  ///< why, when node is empty (for the client's error message)
+};
+
+/// The node that takes writes: the up node whose role is primary.
+route_decision route_to_primary(const cluster_snapshot& snapshot);
+
+}  // namespace pgpilot::router
