@@ -334,7 +334,7 @@ net::awaitable<session_end> session::client_to_backend() {
             auto [ec, n] = co_await client_.async_read_some(
                 net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
             if (ec) {
-                end_detail_ = ec.message();
+                if (!is_cancelled(ec)) end_detail_ = ec.message();
                 co_return is_cancelled(ec) ? session_end::admin_shutdown
                                            : session_end::client_disconnected;
             }
@@ -398,7 +398,7 @@ net::awaitable<session_end> session::client_to_backend() {
             auto [ec, n] =
                 co_await net::async_write(backend_->socket, net::buffer(buf.get(), pos), use_tuple);
             if (ec) {
-                end_detail_ = "write to backend: " + ec.message();
+                if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
                 co_return is_cancelled(ec) ? session_end::admin_shutdown
                                            : session_end::backend_disconnected;
             }
@@ -424,7 +424,7 @@ net::awaitable<session_end> session::backend_to_client() {
         auto [ec, n] = co_await backend_->socket.async_read_some(
             net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
         if (ec) {
-            end_detail_ = "read from backend: " + ec.message();
+            if (!is_cancelled(ec)) end_detail_ = "read from backend: " + ec.message();
             co_return is_cancelled(ec) ? session_end::admin_shutdown
                                        : session_end::backend_disconnected;
         }
@@ -471,7 +471,7 @@ net::awaitable<session_end> session::backend_to_client() {
             auto [wec, wn] =
                 co_await net::async_write(client_, net::buffer(buf.get(), pos), use_tuple);
             if (wec) {
-                end_detail_ = "write to client: " + wec.message();
+                if (!is_cancelled(wec)) end_detail_ = "write to client: " + wec.message();
                 co_return is_cancelled(wec) ? session_end::admin_shutdown
                                             : session_end::client_disconnected;
             }
