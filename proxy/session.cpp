@@ -537,6 +537,14 @@ net::awaitable<void> session::finish(session_end end) {
     client_.shutdown(net::socket_base::shutdown_both, ignored);
     client_.close(ignored);
 
+    // From here on the client's cancel key must not reach the backend: it is being reset or
+    // closed, and a late cancel would hit DISCARD ALL or the next session's query.
+    if (proxy_pid_ != 0) shared_.cancels.release(proxy_pid_);
+
+    // A backend that vanished without a FATAL may mean the node went down: look again.
+    if (end == session_end::backend_disconnected && !backend_sent_fatal_)
+        shared_.registry.request_detect();
+
     // The backend connection goes back to the pool only when the client left it idle and the
     // reset succeeds; anything else (a query in flight, a broken connection) closes it.
     bool pooled = false;
@@ -561,8 +569,6 @@ net::awaitable<void> session::finish(session_end end) {
             backend_.reset();
         }
     }
-    if (proxy_pid_ != 0) shared_.cancels.release(proxy_pid_);
-
     bool expected = end == session_end::client_terminated || end == session_end::cancel_request;
     if (expected)
         log::debug("s{} ended: {}{}", id_, to_string(end), pooled ? " (backend pooled)" : "");
