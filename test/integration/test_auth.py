@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""Client authentication at pgpilot ([auth] method and [[user]]), with psql and raw
+connections. The backends ask alice for SCRAM and md5user for md5 (password 'secret'),
+so pgpilot must also log in to the backend with the right password."""
+
+import harness
+from harness import RawConnection, check, check_equal, psql
+
+PASSWORD = "secret"
+USERS = [{"name": "alice", "password": PASSWORD}, {"name": "md5user", "password": PASSWORD}]
+INVALID_PASSWORD = "28P01"
+
+
+def check_login(px, user):
+    """Right password: psql works and runs as `user`; wrong password: 28P01."""
+    out = psql(px.port, "SELECT current_user", user=user, password=PASSWORD, args=["-A", "-t"])
+    check_equal(out.stdout.strip(), user, f"current_user logged in as {user}")
+
+    bad = psql(px.port, "SELECT 1", user=user, password="wrong", check_exit=False)
+    check(bad.returncode != 0, f"psql as {user} with a wrong password succeeded")
+    check(f'password authentication failed for user "{user}"' in bad.stderr, f"psql stderr: {bad.stderr!r}")
+
+    with RawConnection(px.port) as raw:
+        error = raw.error(raw.startup(user=user, password="wrong"))
+        check(error is not None, f"no ErrorResponse for {user} with a wrong password")
+        check_equal(error.get("C"), INVALID_PASSWORD, f"SQLSTATE for a wrong password ({error})")
+    with RawConnection(px.port) as raw:
+        received = raw.startup(user=user, password=PASSWORD)
+        check_equal(received[-1][0], b"Z", f"raw login as {user} (error: {raw.error(received)})")
+
+
+def auth_config(method):
+    return {"auth": {"method": method, "backend_password": ""}, "user": USERS}
+
+
+def test_scram_sha_256(env):
+    with env.pgpilot(**auth_config("scram-sha-256")) as px:
+        check_login(px, "alice")
+
+
+def test_md5(env):
+    with env.pgpilot(**auth_config("md5")) as px:
+        check_login(px, "alice")
+        check_login(px, "md5user")
+
+
+def test_password(env):
+    with env.pgpilot(**auth_config("password")) as px:
+        check_login(px, "alice")
+
+
+def test_unknown_user_rejected(env):
+    with env.pgpilot(**auth_config("scram-sha-256")) as px:
+        bad = psql(px.port, "SELECT 1", user="nobody", password=PASSWORD, check_exit=False)
+        check(bad.returncode != 0, "psql as an unknown user succeeded")
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main())
