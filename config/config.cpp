@@ -127,6 +127,8 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 integer_key("max_pool", &pool_settings::max_pool, 0),
                 number_key("connection_life_time", &pool_settings::connection_life_time, 0),
                 number_key("connect_timeout", &pool_settings::connect_timeout, 0),
+                number_key("authentication_timeout", &pool_settings::authentication_timeout, 0),
+                number_key("client_idle_limit", &pool_settings::client_idle_limit, 0),
             }),
         detail::array_section(
             "backend", &settings::backends,

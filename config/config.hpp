@@ -37,8 +37,10 @@ struct server_settings {
 // [pool]: backend connection pooling.
 struct pool_settings {
     int max_pool = 4;
-    double connection_life_time = 0;  // seconds an idle pooled connection lives; 0 = forever
-    double connect_timeout = 10;      // seconds allowed to connect to a backend
+    double connection_life_time = 0;     // seconds an idle pooled connection lives; 0 = forever
+    double connect_timeout = 10;         // seconds allowed to connect to a backend
+    double authentication_timeout = 60;  // seconds for startup + authentication; 0 = no limit
+    double client_idle_limit = 0;  // seconds a client may stay idle between queries; 0 = no limit
 };
 
 // One [[backend]] entry: a PostgreSQL server behind pgpilot.

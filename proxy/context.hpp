@@ -17,7 +17,8 @@ class session;
 
 /// Named timeouts of a session (later configurable; see issue on connection management).
 struct session_timeouts {
-    std::chrono::milliseconds authentication{60000};   ///< startup + authentication
+    std::chrono::milliseconds authentication{60000};   ///< startup + authentication; 0 = none
+    std::chrono::milliseconds client_idle{0};          ///< idle outside a transaction; 0 = no limit
     std::chrono::milliseconds backend_connect{10000};  ///< connect + startup toward a backend
     std::chrono::milliseconds reset{5000};             ///< DISCARD ALL before pooling
     std::chrono::milliseconds goodbye{1000};           ///< writing the last error to a client

@@ -160,7 +160,10 @@ int run_server(const config::settings& settings) {
     if (!settings.auth.backend_password.empty()) cred.password = settings.auth.backend_password;
     ha::node_registry registry(ha_ctx, nodes, cred);
     shared_state shared{settings, registry, {}, {}, {}, {}};
+    auto seconds = [](double s) { return std::chrono::milliseconds(std::int64_t(s * 1000)); };
     shared.timeouts.backend_connect = cred.connect_timeout;
+    shared.timeouts.authentication = seconds(settings.pool.authentication_timeout);
+    shared.timeouts.client_idle = seconds(settings.pool.client_idle_limit);
 
     // Find the primary before accepting clients.
     auto first = net::co_spawn(ha_ctx, registry.detect(), net::use_future);

@@ -64,6 +64,8 @@ const char* to_string(session_end e) {
             return "authentication failed";
         case session_end::authentication_timeout:
             return "authentication timeout";
+        case session_end::client_idle_timeout:
+            return "client idle timeout";
         case session_end::cancel_request:
             return "cancel request";
         case session_end::no_backend:
@@ -100,6 +102,8 @@ net::awaitable<void> session::send_fatal(std::string_view code, std::string mess
 // Startup and authentication
 
 net::awaitable<session_end> session::negotiate_and_authenticate() {
+    if (shared_.timeouts.authentication.count() == 0)
+        co_return co_await negotiate_then_authenticate();
     net::steady_timer timer(client_.get_executor(), shared_.timeouts.authentication);
     auto r = co_await (negotiate_then_authenticate() || timer.async_wait(use_tuple));
     if (r.index() == 0) co_return std::get<0>(r);
@@ -331,8 +335,24 @@ net::awaitable<session_end> session::client_to_backend() {
     bool have_data = filled > 0;
     for (;;) {
         if (!have_data) {
-            auto [ec, n] = co_await client_.async_read_some(
-                net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
+            auto space = net::buffer(buf.get() + filled, relay_buffer_size - filled);
+            error_code ec;
+            std::size_t n = 0;
+            const auto idle_limit = shared_.timeouts.client_idle;
+            if (idle_limit.count() > 0 && pending_ == 0 && !unsynced_ &&
+                backend_->tx_status == 'I') {
+                // Idle outside a transaction: the only wait that client_idle_limit bounds.
+                net::steady_timer t(client_.get_executor(), idle_limit);
+                auto r =
+                    co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
+                if (r.index() == 1) {
+                    end_detail_ = "terminating connection due to idle-session timeout";
+                    co_return session_end::client_idle_timeout;
+                }
+                std::tie(ec, n) = std::get<0>(r);
+            } else {
+                std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
+            }
             if (ec) {
                 if (!is_cancelled(ec)) end_detail_ = ec.message();
                 co_return is_cancelled(ec) ? session_end::admin_shutdown
@@ -516,6 +536,9 @@ net::awaitable<void> session::finish(session_end end) {
         case session_end::client_protocol_violation:
             tell = {{sqlstate::protocol_violation, end_detail_}};
             break;
+        case session_end::client_idle_timeout:
+            tell = {{sqlstate::idle_session_timeout, end_detail_}};
+            break;
         case session_end::backend_disconnected:
         case session_end::backend_protocol_violation:
             if (!backend_sent_fatal_)
@@ -549,8 +572,9 @@ net::awaitable<void> session::finish(session_end end) {
     // reset succeeds; anything else (a query in flight, a broken connection) closes it.
     bool pooled = false;
     if (backend_) {
-        bool client_left =
-            end == session_end::client_terminated || end == session_end::client_disconnected;
+        bool client_left = end == session_end::client_terminated ||
+                           end == session_end::client_disconnected ||
+                           end == session_end::client_idle_timeout;
         if (client_left && backend_clean()) {
             net::steady_timer t(client_.get_executor(), shared_.timeouts.reset);
             auto r = co_await (reset_backend() || t.async_wait(use_tuple));

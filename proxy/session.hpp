@@ -23,6 +23,7 @@ enum class session_end {
     startup_rejected,            ///< bad startup packet, version or parameters (client told)
     authentication_failed,       ///< wrong password, unknown user (client told)
     authentication_timeout,      ///< no complete startup + authentication in time
+    client_idle_timeout,         ///< idle outside a transaction longer than client_idle_limit
     cancel_request,              ///< the connection only carried a CancelRequest
     no_backend,                  ///< no primary, or connecting to it failed (client told)
     backend_disconnected,        ///< the backend closed or failed mid-session

@@ -489,6 +489,17 @@ class Connection:
                 return received
 
 
+def next_query_error(conn):
+    """(sqlstate or None, text) of the error the client's next query meets after the server
+    ended the session (libpq reads the pending FATAL, or reports the lost connection)."""
+    try:
+        result = conn.execute("SELECT 1")
+    except PgError as e:  # no PGresult at all: only the connection's error message
+        return None, str(e)
+    check(not result.ok, "a query on a session the server had ended succeeded")
+    return result.sqlstate, result.error + conn.error_message()
+
+
 def expect_error(conn, sql, sqlstate):
     """Run SQL that must fail with `sqlstate`; returns the Result."""
     result = conn.execute(sql)

@@ -2,20 +2,10 @@
 """SIGTERM: idle clients are told FATAL 57P01 and pgpilot exits 0."""
 
 import harness
-from harness import Connection, PgError, check, check_equal
+from harness import Connection, check, check_equal, next_query_error
 
 ADMIN_SHUTDOWN = "57P01"
 ADMIN_SHUTDOWN_TEXT = "terminating connection due to administrator command"
-
-
-def next_query_error(conn):
-    """The error the client's next query meets (libpq reads the pending FATAL)."""
-    try:
-        result = conn.execute("SELECT 1")
-    except PgError as e:  # no PGresult at all: only the connection's error message
-        return None, str(e)
-    check(not result.ok, "a query after the shutdown succeeded")
-    return result.sqlstate, result.error + conn.error_message()
 
 
 def test_sigterm_with_idle_session(env):
