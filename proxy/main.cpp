@@ -10,13 +10,20 @@
 
 namespace {
 
+/// Prints through stdio with fputs: fmt::print(FILE*) crashes in ThreadSanitizer builds
+/// (fmt is a shared library built without TSan).
+template <typename... Args>
+void say(std::FILE* out, fmt::format_string<Args...> f, Args&&... args) {
+    std::fputs(fmt::format(f, std::forward<Args>(args)...).c_str(), out);
+}
+
 void usage(std::FILE* out) {
-    fmt::print(out,
-               "usage: pgpilot [-f FILE] [--check]\n"
-               "  -f, --config FILE   configuration file (default: pgpilot.toml)\n"
-               "  --check             validate the configuration and exit (0 valid, 1 not)\n"
-               "  -h, --help          this text\n"
-               "  --version           print the version\n");
+    say(out,
+        "usage: pgpilot [-f FILE] [--check]\n"
+        "  -f, --config FILE   configuration file (default: pgpilot.toml)\n"
+        "  --check             validate the configuration and exit (0 valid, 1 not)\n"
+        "  -h, --help          this text\n"
+        "  --version           print the version\n");
 }
 
 pgpilot::log::level to_log_level(pgpilot::config::log_level l) {
@@ -49,10 +56,10 @@ int main(int argc, char** argv) {
             usage(stdout);
             return 0;
         } else if (a == "--version") {
-            fmt::print("pgpilot {}\n", PGPILOT_VERSION);
+            say(stdout, "pgpilot {}\n", PGPILOT_VERSION);
             return 0;
         } else {
-            fmt::print(stderr, "pgpilot: unknown argument \"{}\"\n", a);
+            say(stderr, "pgpilot: unknown argument \"{}\"\n", a);
             usage(stderr);
             return 2;
         }
@@ -60,12 +67,12 @@ int main(int argc, char** argv) {
     auto loaded = pgpilot::config::load_file(file);
     if (!loaded) {
         for (const auto& e : loaded.errors)
-            fmt::print(stderr, "{}\n", e);
-        fmt::print(stderr, "pgpilot: configuration file \"{}\" is not valid\n", file);
+            say(stderr, "{}\n", e);
+        say(stderr, "pgpilot: configuration file \"{}\" is not valid\n", file);
         return 1;
     }
     if (check) {
-        fmt::print("configuration file \"{}\" is valid\n", file);
+        say(stdout, "configuration file \"{}\" is valid\n", file);
         return 0;
     }
     pgpilot::log::threshold = to_log_level(loaded.value->server.log);
