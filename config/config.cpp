@@ -129,6 +129,8 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 number_key("connect_timeout", &pool_settings::connect_timeout, 0),
                 number_key("authentication_timeout", &pool_settings::authentication_timeout, 0),
                 number_key("client_idle_limit", &pool_settings::client_idle_limit, 0),
+                integer_key("max_client_connections", &pool_settings::max_client_connections, 1),
+                integer_key("reserved_connections", &pool_settings::reserved_connections, 0),
             }),
         detail::array_section(
             "backend", &settings::backends,
@@ -162,6 +164,14 @@ void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
         diag.error({1, 1}, "backend", "at least one [[backend]] table is required");
     } else if (const auto* arr = backends->as_array(); arr && arr->empty()) {
         diag.error(arr->source().begin, "backend", "at least one [[backend]] table is required");
+    }
+
+    if (const auto* reserved = doc.at_path("pool.reserved_connections").as_integer()) {
+        const auto max = doc.at_path("pool.max_client_connections").value_or<std::int64_t>(10000);
+        if (reserved->get() >= max)
+            diag.error(reserved->source().begin, "pool.reserved_connections",
+                       fmt::format("must be less than pool.max_client_connections ({}), got {}",
+                                   max, reserved->get()));
     }
 
     if (const auto* users = doc.get_as<toml::array>("user")) {

@@ -41,6 +41,8 @@ struct pool_settings {
     double connect_timeout = 10;         // seconds allowed to connect to a backend
     double authentication_timeout = 60;  // seconds for startup + authentication; 0 = no limit
     double client_idle_limit = 0;  // seconds a client may stay idle between queries; 0 = no limit
+    int max_client_connections = 10000;  // concurrent clients; more wait in a queue
+    int reserved_connections = 0;        // > 0: refuse (53300) instead of queueing
 };
 
 // One [[backend]] entry: a PostgreSQL server behind pgpilot.

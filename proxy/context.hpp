@@ -9,6 +9,7 @@
 #include "config/config.hpp"
 #include "ha/registry.hpp"
 #include "proxy/cancel_map.hpp"
+#include "proxy/client_slots.hpp"
 #include "proxy/pool.hpp"
 
 namespace pgpilot::proxy {
@@ -27,9 +28,15 @@ struct session_timeouts {
 
 /// Process-wide state shared by every worker (read-mostly; see DESIGN.md "Threads").
 struct shared_state {
+    shared_state(const config::settings& s, ha::node_registry& r)
+        : settings(s),
+          registry(r),
+          slots(std::size_t(s.pool.max_client_connections),
+                std::size_t(s.pool.reserved_connections)) {}
     const config::settings& settings;
     ha::node_registry& registry;
     cancel_map cancels;
+    client_slots slots;
     session_timeouts timeouts;
     std::atomic<std::uint64_t> next_session_id{1};
     std::atomic<bool> stopping{false};

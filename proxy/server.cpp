@@ -159,7 +159,7 @@ int run_server(const config::settings& settings) {
         std::chrono::milliseconds(std::int64_t(settings.pool.connect_timeout * 1000));
     if (!settings.auth.backend_password.empty()) cred.password = settings.auth.backend_password;
     ha::node_registry registry(ha_ctx, nodes, cred);
-    shared_state shared{settings, registry, {}, {}, {}, {}};
+    shared_state shared(settings, registry);
     auto seconds = [](double s) { return std::chrono::milliseconds(std::int64_t(s * 1000)); };
     shared.timeouts.backend_connect = cred.connect_timeout;
     shared.timeouts.authentication = seconds(settings.pool.authentication_timeout);

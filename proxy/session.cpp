@@ -64,6 +64,8 @@ const char* to_string(session_end e) {
             return "authentication failed";
         case session_end::authentication_timeout:
             return "authentication timeout";
+        case session_end::too_many_clients:
+            return "too many clients";
         case session_end::client_idle_timeout:
             return "client idle timeout";
         case session_end::cancel_request:
@@ -101,21 +103,33 @@ net::awaitable<void> session::send_fatal(std::string_view code, std::string mess
 // ---------------------------------------------------------------------------------------------
 // Startup and authentication
 
-net::awaitable<session_end> session::negotiate_and_authenticate() {
-    if (shared_.timeouts.authentication.count() == 0)
-        co_return co_await negotiate_then_authenticate();
+net::awaitable<session_end> session::within_authentication_timeout(
+    net::awaitable<session_end> step) {
+    if (shared_.timeouts.authentication.count() == 0) co_return co_await std::move(step);
     net::steady_timer timer(client_.get_executor(), shared_.timeouts.authentication);
-    auto r = co_await (negotiate_then_authenticate() || timer.async_wait(use_tuple));
+    auto r = co_await (std::move(step) || timer.async_wait(use_tuple));
     if (r.index() == 0) co_return std::get<0>(r);
     // PostgreSQL closes such a connection without a message (authentication_timeout).
     end_detail_ = "no startup and authentication within the timeout";
     co_return session_end::authentication_timeout;
 }
 
-net::awaitable<session_end> session::negotiate_then_authenticate() {
-    auto end = co_await negotiate();
+net::awaitable<session_end> session::negotiate_and_authenticate() {
+    auto end = co_await within_authentication_timeout(negotiate());
     if (end != session_end::client_terminated) co_return end;
-    co_return co_await authenticate();
+    // The client slot is taken after the startup packet, so that CancelRequests are never
+    // queued, and the wait for it does not count against authentication_timeout.
+    switch (co_await shared_.slots.acquire()) {
+        case client_slots::outcome::granted:
+            holds_slot_ = true;
+            break;
+        case client_slots::outcome::refused:
+            co_await send_fatal(sqlstate::too_many_connections, "sorry, too many clients already");
+            co_return session_end::too_many_clients;
+        case client_slots::outcome::cancelled:
+            co_return session_end::admin_shutdown;
+    }
+    co_return co_await within_authentication_timeout(authenticate());
 }
 
 // https://www.postgresql.org/docs/15/protocol-flow.html#id-1.10.6.7.3
@@ -523,7 +537,7 @@ net::awaitable<bool> session::reset_backend() {
 net::awaitable<void> session::finish(session_end end) {
     if (shared_.stopping.load() && end != session_end::cancel_request &&
         end != session_end::authentication_failed && end != session_end::startup_rejected &&
-        end != session_end::no_backend)
+        end != session_end::too_many_clients && end != session_end::no_backend)
         end = session_end::admin_shutdown;
 
     // What the client is told, when it can still be told something cleanly.
@@ -563,6 +577,10 @@ net::awaitable<void> session::finish(session_end end) {
     // From here on the client's cancel key must not reach the backend: it is being reset or
     // closed, and a late cancel would hit DISCARD ALL or the next session's query.
     if (proxy_pid_ != 0) shared_.cancels.release(proxy_pid_);
+    if (holds_slot_) {
+        shared_.slots.release();
+        holds_slot_ = false;
+    }
 
     // A backend that vanished without a FATAL may mean the node went down: look again.
     if (end == session_end::backend_disconnected && !backend_sent_fatal_)

@@ -23,6 +23,7 @@ enum class session_end {
     startup_rejected,            ///< bad startup packet, version or parameters (client told)
     authentication_failed,       ///< wrong password, unknown user (client told)
     authentication_timeout,      ///< no complete startup + authentication in time
+    too_many_clients,            ///< refused: reserved_connections (client told 53300)
     client_idle_timeout,         ///< idle outside a transaction longer than client_idle_limit
     cancel_request,              ///< the connection only carried a CancelRequest
     no_backend,                  ///< no primary, or connecting to it failed (client told)
@@ -46,7 +47,7 @@ class session : public std::enable_shared_from_this<session> {
 
   private:
     net::awaitable<session_end> negotiate_and_authenticate();
-    net::awaitable<session_end> negotiate_then_authenticate();
+    net::awaitable<session_end> within_authentication_timeout(net::awaitable<session_end> step);
     net::awaitable<session_end> negotiate();
     net::awaitable<session_end> authenticate();
     net::awaitable<session_end> handle_cancel_request(std::uint32_t pid, std::uint32_t key);
@@ -88,6 +89,7 @@ class session : public std::enable_shared_from_this<session> {
     bool client_at_boundary_ = true;   ///< what the client received ends on a message boundary
     bool backend_sent_fatal_ = false;  ///< the backend told the client FATAL itself
     std::string end_detail_;           ///< human text for the log / client error
+    bool holds_slot_ = false;          ///< holds one of max_client_connections
 };
 
 /// Starts a session on a worker (the socket's executor must be the worker's).

@@ -312,3 +312,21 @@ TEST_CASE("a table of bad configs gives the expected errors", "[config]") {
         CHECK(found);
     }
 }
+
+TEST_CASE("reserved_connections must leave some client slots", "[config]") {
+    auto r = pgpilot::config::load_string(
+        "[pool]\nmax_client_connections = 10\nreserved_connections = 10\n"
+        "[[backend]]\nhost = \"h\"\n",
+        "t.toml");
+    REQUIRE_FALSE(r);
+    REQUIRE(r.errors.size() == 1);
+    REQUIRE(r.errors[0] ==
+            "t.toml:3:24: pool.reserved_connections: must be less than "
+            "pool.max_client_connections (10), got 10");
+    auto ok = pgpilot::config::load_string(
+        "[pool]\nmax_client_connections = 50\nreserved_connections = 5\n[[backend]]\nhost = \"h\"\n",
+        "t.toml");
+    REQUIRE(ok);
+    REQUIRE(ok.value->pool.max_client_connections == 50);
+    REQUIRE(ok.value->pool.reserved_connections == 5);
+}
