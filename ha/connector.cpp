@@ -14,6 +14,14 @@ namespace {
 using namespace net::experimental::awaitable_operators;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
+/// Largest message accepted from a backend while connecting (authentication requests,
+/// ParameterStatus, errors). libpq allows 30,000 bytes in that phase; a backend that sends
+/// more is broken or hostile, and must not make pgpilot buffer it.
+constexpr std::uint32_t max_startup_message = 64 * 1024;
+/// Largest message accepted in answer to pgpilot's own queries (pg_is_in_recovery,
+/// DISCARD ALL...): their rows are tiny.
+constexpr std::uint32_t max_internal_message = 1024 * 1024;
+
 connect_failure unreachable(std::string message) {
     return {std::string(protocol::sqlstate::sqlclient_unable_to_establish_sqlconnection),
             std::move(message),
@@ -73,9 +81,12 @@ net::awaitable<connect_result> do_connect(node_address address, startup_params p
     frame_reader reader;
     for (;;) {
         protocol::whole_frame f;
-        if (auto ec = co_await reader.read_frame(conn->socket, f)) {
-            r.failure = unreachable("lost connection to " + describe(address) +
-                                    " during startup: " + ec.message());
+        if (auto ec = co_await reader.read_frame(conn->socket, f, max_startup_message)) {
+            r.failure = unreachable(
+                ec == boost::system::errc::bad_message
+                    ? "message too long or malformed from " + describe(address) + " during startup"
+                    : "lost connection to " + describe(address) + " during startup: " +
+                          ec.message());
             co_return r;
         }
         switch (f.tag) {
@@ -184,7 +195,8 @@ net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string
     frame_reader reader;
     for (;;) {
         protocol::whole_frame f;
-        if ((out.io = co_await reader.read_frame(conn.socket, f))) co_return out;
+        if ((out.io = co_await reader.read_frame(conn.socket, f, max_internal_message)))
+            co_return out;
         switch (f.tag) {
             case 'D':
                 // DataRow: int16 column count, then int32 length + bytes per column.

@@ -263,6 +263,38 @@ std::optional<notification> parse_notification(byte_view body) {
     return n;
 }
 
+bool is_backend_tag(char tag) {
+    switch (tag) {
+        case '1':
+        case '2':
+        case '3':
+        case 'A':
+        case 'C':
+        case 'c':
+        case 'D':
+        case 'd':
+        case 'E':
+        case 'G':
+        case 'H':
+        case 'I':
+        case 'K':
+        case 'n':
+        case 'N':
+        case 'R':
+        case 's':
+        case 'S':
+        case 't':
+        case 'T':
+        case 'V':
+        case 'v':
+        case 'W':
+        case 'Z':
+            return true;
+        default:
+            return false;
+    }
+}
+
 bool is_frontend_tag(char tag) {
     return max_frontend_length(tag) != 0;
 }

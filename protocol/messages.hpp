@@ -116,6 +116,10 @@ std::optional<notification> parse_notification(byte_view body);
 /// Whether a client may send a message with this tag in protocol 3.0 after the startup packet:
 /// B C c d D E f F H P p Q S X.
 bool is_frontend_tag(char tag);
+
+/// Is this tag a message a server may send in protocol 3.0?
+/// https://www.postgresql.org/docs/15/protocol-message-formats.html
+bool is_backend_tag(char tag);
 /// Largest length field (body + 4) PostgreSQL accepts for a frontend message with this tag
 /// before it reports "invalid message length" (SocketBackend in src/backend/tcop/postgres.c):
 /// PQ_LARGE_MESSAGE_LIMIT for Q F P B d, PQ_SMALL_MESSAGE_LIMIT for X S H C D E c f, and

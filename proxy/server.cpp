@@ -1,5 +1,6 @@
 #include "proxy/server.hpp"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,11 +70,18 @@ std::string unix_socket_path(const config::server_settings& s) {
 net::awaitable<void> accept_loop(worker& w, acceptor& a, bool tcp,
                                  std::vector<worker_thread>* spread) {
     std::size_t next = 0;
+    auto last_warning = std::chrono::steady_clock::time_point::min();
     for (;;) {
         auto [ec, sock] = co_await a.async_accept(use_tuple);
         if (ec) {
             if (ec == net::error::operation_aborted || w.shared.stopping.load()) co_return;
-            log::warning("accept failed: {}", ec.message());
+            // Out of descriptors, this repeats until clients leave: say it once a minute.
+            auto now = std::chrono::steady_clock::now();
+            if (now - last_warning >= std::chrono::minutes(1)) {
+                log::warning("accept failed: {} (repeats are not logged for a minute)",
+                             ec.message());
+                last_warning = now;
+            }
             if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space) {
                 // Out of file descriptors: back off rather than spin.
                 net::steady_timer t(w.ctx, std::chrono::milliseconds(100));
@@ -137,10 +145,22 @@ void stop_worker(worker_thread& t) {
     t.w->pool.clear();
 }
 
+/// Every client and backend connection is a descriptor: use all the kernel allows us
+/// (systemd's default soft limit of 1024 would cap pgpilot near 500 clients).
+void raise_descriptor_limit() {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+    rlim_t before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) == 0)
+        log::info("raised the open-file limit from {} to {}", before, lim.rlim_cur);
+}
+
 }  // namespace
 
 int run_server(const config::settings& settings) {
     std::signal(SIGPIPE, SIG_IGN);
+    raise_descriptor_limit();
 
     // Nodes as configured; the registry finds out their status and role.
     std::vector<router::node_state> nodes;

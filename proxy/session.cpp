@@ -437,6 +437,8 @@ net::awaitable<session_end> session::client_to_backend() {
                                            : session_end::backend_disconnected;
             }
         }
+        // A frame forwarded in part leaves the backend mid-message: never reset or pool it.
+        client_frame_open_ = skip > 0;
         if (terminate) co_return session_end::client_terminated;
         if (pos < filled) std::memmove(buf.get(), buf.get() + pos, filled - pos);
         filled -= pos;
@@ -476,6 +478,10 @@ net::awaitable<session_end> session::backend_to_client() {
             if (h.status == protocol::frame_status::need_more) break;
             if (h.status == protocol::frame_status::malformed) {
                 end_detail_ = fmt::format("invalid message length {} from backend", h.length);
+                co_return session_end::backend_protocol_violation;
+            }
+            if (!protocol::is_backend_tag(h.tag)) {
+                end_detail_ = fmt::format("invalid message type {} from backend", int(h.tag));
                 co_return session_end::backend_protocol_violation;
             }
             bool inspect = h.tag == 'Z' || h.tag == 'S' || h.tag == 'E';
@@ -520,7 +526,7 @@ net::awaitable<session_end> session::backend_to_client() {
 // The end
 
 bool session::backend_clean() const {
-    return backend_ && pending_ == 0 && !unsynced_ && !backend_sent_fatal_;
+    return backend_ && pending_ == 0 && !unsynced_ && !client_frame_open_ && !backend_sent_fatal_;
 }
 
 net::awaitable<bool> session::reset_backend() {

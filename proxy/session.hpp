@@ -86,6 +86,7 @@ class session : public std::enable_shared_from_this<session> {
     // Relay state, written by the two directions of the relay (same thread).
     std::size_t pending_ = 0;          ///< Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
     bool unsynced_ = false;            ///< extended-query messages sent since the last Sync
+    bool client_frame_open_ = false;   ///< a client message was forwarded only in part
     bool client_at_boundary_ = true;   ///< what the client received ends on a message boundary
     bool backend_sent_fatal_ = false;  ///< the backend told the client FATAL itself
     std::string end_detail_;           ///< human text for the log / client error

@@ -288,8 +288,9 @@ def client_env(password=None, **extra):
 
 
 def run(cmd, *, check_exit=True, input=None, env=None, timeout=60, cwd=None):
+    # errors="replace": a server message in another encoding must not crash the test.
     proc = subprocess.run(cmd, input=input, env=env or client_env(), capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+                          errors="replace", timeout=timeout, cwd=cwd)
     if check_exit and proc.returncode != 0:
         raise TestFailure(f"{' '.join(cmd)} exited {proc.returncode}\n"
                           f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
@@ -440,7 +441,10 @@ class Connection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        readable, _, _ = select.select([libpq.PQsocket(self.conn)], [], [], remaining)
+        # poll, not select: tests may hold more than FD_SETSIZE descriptors.
+        poller = select.poll()
+        poller.register(libpq.PQsocket(self.conn), select.POLLIN)
+        readable = poller.poll(remaining * 1000)
         if readable and not libpq.PQconsumeInput(self.conn):
             raise PgError(f"PQconsumeInput failed: {self.error_message()}")
         return True

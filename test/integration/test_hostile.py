@@ -7,7 +7,6 @@ its open fds must come back too.
 Every case prints a FIGURES line (RSS in MiB and fds: before, peak, after)."""
 
 import contextlib
-import os
 import random
 import resource
 import select
@@ -558,9 +557,8 @@ def test_backend_garbage(env):
 # A backend that sends one huge message while pgpilot connects to it (the fake's
 # ParameterStatus with a length field of 1 GiB - 2, HUGE_STARTUP_MIB of it sent).
 # PostgreSQL never sends a startup-phase message near that size, and libpq refuses any
-# message over 30,000 bytes there. Today pgpilot buffers it all: see KNOWN_ISSUES.
+# message over 30,000 bytes there; pgpilot refuses anything over 64 KiB.
 HUGE_STARTUP_MIB = 128
-KNOWN_ISSUES_FAIL = os.environ.get("PGPILOT_HOSTILE_KNOWN_ISSUES", "") == "fail"
 
 
 @pgpilot_only
@@ -581,17 +579,9 @@ def test_backend_huge_startup_message(env):
         grew = fig.rss_peak - fig.rss_before
         fig.note(f"pgpilot's RSS peak {mib(fig.rss_peak)} MiB, {mib(grew)} MiB over the "
                  f"baseline, for a {HUGE_STARTUP_MIB} MiB message from the backend")
-        if grew > RSS_BOUND_MIB * MiB:
-            text = (f"KNOWN ISSUE: pgpilot buffered a {HUGE_STARTUP_MIB} MiB startup-phase message "
-                    f"from a backend (RSS +{mib(grew)} MiB; ha/connector.cpp reads backend frames "
-                    f"up to 1 GiB while connecting, and so does simple_query for probes and "
-                    f"DISCARD ALL)")
-            if KNOWN_ISSUES_FAIL:
-                raise harness.TestFailure(text)
-            print(text + " -- not failing the test; PGPILOT_HOSTILE_KNOWN_ISSUES=fail makes it fail",
-                  flush=True)
-        else:
-            print("  the known issue is fixed: make this check strict (drop KNOWN_ISSUES_FAIL)")
+        check(grew <= RSS_BOUND_MIB * MiB,
+              f"pgpilot buffered a {HUGE_STARTUP_MIB} MiB startup-phase message from a backend "
+              f"(RSS +{mib(grew)} MiB)")
         check(px.alive(), "pgpilot exited")
 
 

@@ -448,3 +448,8 @@ TEST_CASE("body parsers survive random bytes", "[messages]") {
     }
     CHECK(accepted > 10000);
 }
+
+TEST_CASE("backend message types", "[messages]") {
+    for (char t : std::string("123ACcDdEGHIKnNRsStTVvWZ")) REQUIRE(pgpilot::protocol::is_backend_tag(t));
+    for (char t : std::string("BFfJPpQXxz0\0\xff", 13)) REQUIRE_FALSE(pgpilot::protocol::is_backend_tag(t));
+}
