@@ -28,6 +28,20 @@ struct node_state {
     node_status status = node_status::waiting;
     node_role role = node_role::unknown;
     std::chrono::system_clock::time_point last_status_change{};
+
+    // Streaming replication, refreshed by ha/'s replication check (sr_check).
+    /// Standby: pg_last_wal_replay_lsn(); primary: pg_current_wal_lsn(); 0 = not known yet.
+    std::uint64_t wal_lsn = 0;
+    /// When wal_lsn was read (steady clock); a default value means never.
+    std::chrono::steady_clock::time_point lsn_checked{};
+    /// Standby: bytes the primary's current WAL position is ahead of this node's replay
+    /// position at the last check (pgpool's replication_delay in bytes).
+    std::uint64_t lag_bytes = 0;
+    /// Standby: replay lag in seconds as the primary's pg_stat_replication.replay_lag reports it.
+    double lag_seconds = 0;
+    /// Standby: pg_stat_replication.state and .sync_state on the primary ("" = not streaming).
+    std::string replication_state;
+    std::string replication_sync_state;
 };
 
 /// The whole cluster at one moment.
