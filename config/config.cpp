@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <regex>
 #include <system_error>
 
 #include "config/schema.hpp"
@@ -12,6 +14,7 @@
 namespace pgpilot::config {
 namespace {
 
+using detail::bool_key;
 using detail::emptiness;
 using detail::enum_key;
 using detail::integer_key;
@@ -20,6 +23,7 @@ using detail::key_table;
 using detail::number_key;
 using detail::required;
 using detail::string_key;
+using detail::string_list_key;
 
 constexpr detail::enum_name<auth_method> auth_method_names[] = {
     {"trust", auth_method::trust},
@@ -39,6 +43,19 @@ constexpr detail::enum_name<log_level> log_level_names[] = {
     {"info", log_level::info},
     {"warning", log_level::warning},
     {"error", log_level::error},
+};
+
+constexpr detail::enum_name<lb_on_write> lb_on_write_names[] = {
+    {"off", lb_on_write::off},
+    {"transaction", lb_on_write::transaction},
+    {"trans_transaction", lb_on_write::trans_transaction},
+    {"always", lb_on_write::always},
+};
+
+constexpr detail::enum_name<consistency_mode> consistency_names[] = {
+    {"global", consistency_mode::global},
+    {"session", consistency_mode::session},
+    {"eventual", consistency_mode::eventual},
 };
 
 template <class E, std::size_t N>
@@ -107,6 +124,22 @@ key_spec<server_settings> address_list_key(std::string_view name,
             }};
 }
 
+key_spec<load_balance_settings> redirect_list_key(
+    std::string_view name, std::vector<redirect_rule> load_balance_settings::*member) {
+    return {name, [member](load_balance_settings& target, const detail::field& f) {
+                const auto* v = f.node.as_string();
+                if (!v) {
+                    f.type_error("a string");
+                    return;
+                }
+                std::string error;
+                if (auto rules = parse_redirect_list(v->get(), &error))
+                    target.*member = std::move(*rules);
+                else
+                    f.error(error);
+            }};
+}
+
 // The schema: every table and key pgpilot accepts. Adding a key is one line here (plus the
 // field in config.hpp and a row in docs/configuration.md); adding a table is one
 // table_section/array_section entry.
@@ -153,6 +186,25 @@ const std::vector<detail::section_spec<settings>>& schema() {
                                   enum_key("method", &auth_settings::method, auth_method_names),
                                   string_key("backend_password", &auth_settings::backend_password),
                               }),
+        detail::table_section(
+            "load_balance", &settings::load_balance,
+            key_table<load_balance_settings>{
+                bool_key("enabled", &load_balance_settings::enabled),
+                bool_key("statement_level", &load_balance_settings::statement_level),
+                enum_key("disable_load_balance_on_write", &load_balance_settings::on_write,
+                         lb_on_write_names),
+                enum_key("consistency", &load_balance_settings::consistency, consistency_names),
+                number_key("consistency_wait_ms", &load_balance_settings::consistency_wait_ms, 0),
+                string_list_key("write_functions", &load_balance_settings::write_functions),
+                string_list_key("read_only_functions", &load_balance_settings::read_only_functions),
+                redirect_list_key("database_redirect_preference_list",
+                                  &load_balance_settings::database_redirect_preference_list),
+                redirect_list_key("app_name_redirect_preference_list",
+                                  &load_balance_settings::app_name_redirect_preference_list),
+                number_key("delay_threshold", &load_balance_settings::delay_threshold, 0),
+                number_key("delay_threshold_by_time",
+                           &load_balance_settings::delay_threshold_by_time, 0),
+            }),
     };
     return sections;
 }
@@ -229,6 +281,23 @@ load_result load_string(std::string_view toml_text, std::string_view source_name
     result.source = std::string(source_name);
     detail::apply_root(result, doc, schema(), diag);
     check_cross_rules(doc, diag);
+    // Preference lists may only name configured backends.
+    for (const auto* key :
+         {"database_redirect_preference_list", "app_name_redirect_preference_list"}) {
+        const auto& rules = std::string_view(key).starts_with("database")
+                                ? result.load_balance.database_redirect_preference_list
+                                : result.load_balance.app_name_redirect_preference_list;
+        for (const auto& rule : rules) {
+            if (rule.target == redirect_rule::target_kind::node_id &&
+                std::size_t(rule.node_id) >= result.backends.size()) {
+                const auto* node = doc.at_path(fmt::format("load_balance.{}", key)).node();
+                diag.error(node ? node->source().begin : toml::source_position{1, 1},
+                           fmt::format("load_balance.{}", key),
+                           fmt::format("node {} is not a configured backend (there are {})",
+                                       rule.node_id, result.backends.size()));
+            }
+        }
+    }
     if (!diag.empty()) return {std::nullopt, diag.take()};
     return {std::move(result), {}};
 }
@@ -273,6 +342,69 @@ const char* to_string(backend_flag flag) {
 }
 const char* to_string(log_level level) {
     return name_of(level, log_level_names);
+}
+
+const char* to_string(lb_on_write mode) {
+    return name_of(mode, lb_on_write_names);
+}
+
+const char* to_string(consistency_mode mode) {
+    return name_of(mode, consistency_names);
+}
+
+// pgpool-II's syntax: "regex:node(ratio),regex:node,...", node = id | primary | standby.
+std::optional<std::vector<redirect_rule>> parse_redirect_list(std::string_view text,
+                                                              std::string* error) {
+    std::vector<redirect_rule> rules;
+    auto fail = [&](std::string message) -> std::optional<std::vector<redirect_rule>> {
+        if (error) *error = std::move(message);
+        return std::nullopt;
+    };
+    if (trim(text).empty()) return rules;
+    for (;;) {
+        const auto comma = text.find(',');
+        const std::string_view item = trim(text.substr(0, comma));
+        const auto colon = item.rfind(':');
+        if (item.empty() || colon == std::string_view::npos || colon == 0)
+            return fail(fmt::format("entry \"{}\" is not \"regex:node(ratio)\"", item));
+        redirect_rule rule;
+        rule.pattern = std::string(trim(item.substr(0, colon)));
+        std::string_view node = trim(item.substr(colon + 1));
+        if (const auto open = node.find('('); open != std::string_view::npos) {
+            if (node.back() != ')')
+                return fail(fmt::format("entry \"{}\": ratio must be written (0.0 to 1.0)", item));
+            const std::string ratio(node.substr(open + 1, node.size() - open - 2));
+            char* end = nullptr;
+            errno = 0;
+            rule.ratio = std::strtod(ratio.c_str(), &end);
+            if (ratio.empty() || *end != '\0' || errno != 0 || !(rule.ratio >= 0) || rule.ratio > 1)
+                return fail(fmt::format("entry \"{}\": ratio must be between 0 and 1", item));
+            node = trim(node.substr(0, open));
+        }
+        if (detail::iequals(node, "primary")) {
+            rule.target = redirect_rule::target_kind::primary;
+        } else if (detail::iequals(node, "standby")) {
+            rule.target = redirect_rule::target_kind::standby;
+        } else {
+            int id = 0;
+            const auto [p, ec] = std::from_chars(node.data(), node.data() + node.size(), id);
+            if (node.empty() || ec != std::errc() || p != node.data() + node.size() || id < 0)
+                return fail(fmt::format(
+                    "entry \"{}\": node must be a backend id, \"primary\" or \"standby\"", item));
+            rule.target = redirect_rule::target_kind::node_id;
+            rule.node_id = id;
+        }
+        try {
+            std::regex check(rule.pattern);
+        } catch (const std::regex_error& e) {
+            return fail(
+                fmt::format("entry \"{}\": invalid regular expression: {}", item, e.what()));
+        }
+        rules.push_back(std::move(rule));
+        if (comma == std::string_view::npos) break;
+        text.remove_prefix(comma + 1);
+    }
+    return rules;
 }
 
 }  // namespace pgpilot::config

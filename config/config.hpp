@@ -45,6 +45,44 @@ struct pool_settings {
     int reserved_connections = 0;        // > 0: refuse (53300) instead of queueing
 };
 
+// [load_balance] disable_load_balance_on_write: what a write does to later reads' routing
+// (pgpool-II's setting of the same name).
+enum class lb_on_write { off, transaction, trans_transaction, always };
+
+// [load_balance] consistency: which writes a read routed to a standby must already see.
+enum class consistency_mode { global, session, eventual };
+
+// One entry of database_redirect_preference_list / app_name_redirect_preference_list:
+// "regex:node(ratio)". A database (or application_name) the pattern matches whole sends the
+// session's reads to `node` with probability `ratio`.
+struct redirect_rule {
+    enum class target_kind { node_id, primary, standby };
+    std::string pattern;  // an ECMAScript regular expression, matched against the whole name
+    target_kind target = target_kind::primary;
+    int node_id = -1;  // for target_kind::node_id
+    double ratio = 1;  // 0..1
+};
+
+// Parses a preference list; on error returns nullopt and sets *error.
+std::optional<std::vector<redirect_rule>> parse_redirect_list(std::string_view text,
+                                                              std::string* error);
+
+// [load_balance]: read/write splitting and weighted load balancing (docs/routing.md).
+struct load_balance_settings {
+    bool enabled = true;
+    bool statement_level = false;  // choose the read node per statement, not per session
+    lb_on_write on_write = lb_on_write::transaction;  // key: disable_load_balance_on_write
+    consistency_mode consistency = consistency_mode::global;
+    double consistency_wait_ms = 100;  // wait this long for a standby to catch up, then primary
+    std::vector<std::string> write_functions;
+    std::vector<std::string> read_only_functions;
+    // pgpool-II syntax: "regex:node(ratio),..." with node an id, "primary" or "standby".
+    std::vector<redirect_rule> database_redirect_preference_list;
+    std::vector<redirect_rule> app_name_redirect_preference_list;
+    double delay_threshold = 0;          // bytes of replay lag that exclude a standby; 0 = off
+    double delay_threshold_by_time = 0;  // milliseconds of replay lag that exclude it; 0 = off
+};
+
 // One [[backend]] entry: a PostgreSQL server behind pgpilot.
 struct backend_settings {
     std::string host;  // host name, IP address, or Unix socket directory (starts with '/')
@@ -75,6 +113,7 @@ struct settings {
     std::vector<backend_settings> backends;  // never empty once loaded
     std::vector<user_settings> users;        // names unique and non-empty
     auth_settings auth;
+    load_balance_settings load_balance;
     std::string source;  // file path (or the source name given to load_string)
 
     // The [[user]] entry with exactly this name (case-sensitive), or nullptr.
@@ -103,5 +142,7 @@ std::vector<std::string> known_keys();
 const char* to_string(auth_method method);
 const char* to_string(backend_flag flag);
 const char* to_string(log_level level);
+const char* to_string(lb_on_write mode);
+const char* to_string(consistency_mode mode);
 
 }  // namespace pgpilot::config

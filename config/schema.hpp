@@ -130,6 +130,39 @@ key_spec<S> number_key(std::string_view name, double S::*member, double min) {
             }};
 }
 
+// A boolean key.
+template <class S>
+key_spec<S> bool_key(std::string_view name, bool S::*member) {
+    return {name, [member](S& target, const field& f) {
+                if (const auto* v = f.node.as_boolean())
+                    target.*member = v->get();
+                else
+                    f.type_error("a boolean");
+            }};
+}
+
+// An array of strings (each non-empty), stored in order.
+template <class S>
+key_spec<S> string_list_key(std::string_view name, std::vector<std::string> S::*member) {
+    return {name, [member](S& target, const field& f) {
+                const auto* arr = f.node.as_array();
+                if (!arr) {
+                    f.type_error("an array of strings");
+                    return;
+                }
+                std::vector<std::string> values;
+                for (const auto& element : *arr) {
+                    const auto* v = element.as_string();
+                    if (!v || v->get().empty()) {
+                        f.error("expected an array of non-empty strings");
+                        return;
+                    }
+                    values.push_back(v->get());
+                }
+                target.*member = std::move(values);
+            }};
+}
+
 // Whether a string key may be "".
 enum class emptiness { allowed, rejected };
 

@@ -314,3 +314,77 @@ TEST_CASE("load_file on a directory reports the read error", "[config]") {
     CHECK(r.errors[0].rfind(dir + ": ", 0) == 0);
     CHECK_THAT(r.errors[0], Catch::Contains("Is a directory"));
 }
+
+TEST_CASE("[load_balance] loads and validates", "[config]") {
+    auto r = load_string(R"T([[backend]]
+host = "a"
+[[backend]]
+host = "b"
+[load_balance]
+enabled = false
+statement_level = true
+disable_load_balance_on_write = "always"
+consistency = "session"
+consistency_wait_ms = 250
+write_functions = ["f", "s.g"]
+database_redirect_preference_list = "postgres:primary, mydb\\d:1(0.25)"
+delay_threshold = 1000000
+)T",
+                         "t.toml");
+    REQUIRE(r);
+    const auto& lb = r.value->load_balance;
+    CHECK_FALSE(lb.enabled);
+    CHECK(lb.statement_level);
+    CHECK(lb.on_write == lb_on_write::always);
+    CHECK(lb.consistency == consistency_mode::session);
+    CHECK(lb.consistency_wait_ms == 250);
+    CHECK(lb.write_functions == std::vector<std::string>{"f", "s.g"});
+    REQUIRE(lb.database_redirect_preference_list.size() == 2);
+    CHECK(lb.database_redirect_preference_list[1].pattern == "mydb\\d");
+    CHECK(lb.database_redirect_preference_list[1].node_id == 1);
+    CHECK(lb.database_redirect_preference_list[1].ratio == 0.25);
+    CHECK(lb.delay_threshold == 1000000);
+
+    auto defaults = load_string("[[backend]]\nhost = \"a\"\n", "t.toml");
+    REQUIRE(defaults);
+    CHECK(defaults.value->load_balance.enabled);
+    CHECK(defaults.value->load_balance.consistency == consistency_mode::global);
+    CHECK(defaults.value->load_balance.on_write == lb_on_write::transaction);
+
+    auto bad = load_string(R"([[backend]]
+host = "a"
+[load_balance]
+enabled = "yes"
+write_functions = [1]
+database_redirect_preference_list = "x:3"
+app_name_redirect_preference_list = "(:primary"
+consistency = "strong"
+)",
+                           "t.toml");
+    REQUIRE_FALSE(bad);
+    REQUIRE(bad.errors.size() == 5);
+    CHECK(bad.errors[0] == "t.toml:4:11: load_balance.enabled: expected a boolean, got a string");
+    CHECK(bad.errors[1].find("load_balance.write_functions") != std::string::npos);
+    CHECK(bad.errors[2] ==
+          "t.toml:6:37: load_balance.database_redirect_preference_list: node 3 is not a "
+          "configured backend (there are 1)");
+    CHECK(bad.errors[3].find("invalid regular expression") != std::string::npos);
+    CHECK(bad.errors[4].find("unknown value \"strong\"") != std::string::npos);
+}
+
+TEST_CASE("redirect preference list syntax errors", "[config]") {
+    std::string error;
+    CHECK(parse_redirect_list("", &error)->empty());
+    CHECK_FALSE(parse_redirect_list("nocolon", &error));
+    CHECK_FALSE(parse_redirect_list("a:1(2)", &error));
+    CHECK(error.find("ratio must be between 0 and 1") != std::string::npos);
+    CHECK_FALSE(parse_redirect_list("a:1(x)", &error));
+    CHECK_FALSE(parse_redirect_list("a:1(0.5", &error));
+    CHECK_FALSE(parse_redirect_list("a:one", &error));
+    CHECK_FALSE(parse_redirect_list("a:1,", &error));
+    auto ok = parse_redirect_list("a:standby(0.5),b:PRIMARY,c:0", &error);
+    REQUIRE(ok);
+    CHECK((*ok)[0].target == redirect_rule::target_kind::standby);
+    CHECK((*ok)[1].target == redirect_rule::target_kind::primary);
+    CHECK((*ok)[2].node_id == 0);
+}
