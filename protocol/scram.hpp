@@ -23,6 +23,12 @@ using scram_key = std::array<unsigned char, 32>;
 
 /// PostgreSQL's default iteration count (scram_iterations).
 inline constexpr int scram_default_iterations = 4096;
+/// The largest iteration count scram_client accepts from a backend's server-first-message. The
+/// derivation runs synchronously on the event loop (about 0.8 s per million iterations), so an
+/// unbounded count would let a backend, or anyone who can rewrite an unencrypted backend
+/// connection, stall every session of that thread (up to 2^31-1 iterations: half an hour).
+/// 100000 is 24 times PostgreSQL's default and costs about 80 ms.
+inline constexpr int scram_max_iterations = 100000;
 /// Salt length PostgreSQL generates (SCRAM_DEFAULT_SALT_LEN).
 inline constexpr std::size_t scram_default_salt_length = 16;
 /// The only mechanism offered; "-PLUS" (channel binding) is not supported.
@@ -125,7 +131,8 @@ class scram_client {
         std::string message;
         std::string error;
     };
-    /// ok: message = client-final-message (data of SASLResponse).
+    /// ok: message = client-final-message (data of SASLResponse). An iteration count outside
+    /// 1..scram_max_iterations fails before any derivation runs.
     result on_server_first(std::string_view server_first);
     /// ok iff the server signature verifies (the server proved it knows the secret).
     result on_server_final(std::string_view server_final);
