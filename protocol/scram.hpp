@@ -93,10 +93,10 @@ class scram_server {
         std::string error;
     };
     /// Data of SASLInitialResponse (client-first-message); ok: message = server-first-message.
-    result on_client_first(std::string_view client_first_message);
+    result on_client_first(std::string_view msg);
     /// Data of SASLResponse (client-final-message); ok means the proof verified and message is
     /// the server-final-message ("v=...").
-    result on_client_final(std::string_view client_final_message);
+    result on_client_final(std::string_view msg);
 
     /// After a failure: true if the client broke the protocol (PostgreSQL answers 08P01), false if
     /// the proof was wrong or the exchange was doomed (28P01).
@@ -131,11 +131,13 @@ class scram_client {
         std::string message;
         std::string error;
     };
-    /// ok: message = client-final-message (data of SASLResponse). An iteration count outside
+    /// Data of AuthenticationSASLContinue (server-first-message); ok: message =
+    /// client-final-message (data of SASLResponse). An iteration count outside
     /// 1..scram_max_iterations fails before any derivation runs.
-    result on_server_first(std::string_view server_first);
-    /// ok iff the server signature verifies (the server proved it knows the secret).
-    result on_server_final(std::string_view server_final);
+    result on_server_first(std::string_view msg);
+    /// Data of AuthenticationSASLFinal (server-final-message); ok iff the server signature
+    /// verifies (the server proved it knows the secret).
+    result on_server_final(std::string_view msg);
 
   private:
     enum class state { initial, first_sent, final_sent, done, failed };
