@@ -4,6 +4,31 @@
 
 namespace pgpilot::config::detail {
 
+std::string escape_control_characters(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\r') {
+            out += "\\r";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20 || c == 0x7f) {
+            out += fmt::format("\\x{:02x}", c);
+        } else if (c == 0xc2 && i + 1 < text.size() &&
+                   static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                   static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
+            // U+0080..U+009F in UTF-8: C1 controls (U+0085 NEL is a line break, U+009B is CSI).
+            out += fmt::format("\\u{:04x}", static_cast<unsigned char>(text[++i]));
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 void diagnostics::error(const toml::source_position& where, std::string_view key,
                         std::string_view message) {
     std::string text = fmt::format("{}:{}:{}: ", source_, where.line, where.column);
@@ -12,7 +37,9 @@ void diagnostics::error(const toml::source_position& where, std::string_view key
         text += ": ";
     }
     text += message;
-    entries_.push_back({where, std::move(text)});
+    // Keys and values quoted from the file (and the file name) are escaped here, in one place:
+    // a hostile file must not be able to print a second line or drive the terminal.
+    entries_.push_back({where, escape_control_characters(text)});
 }
 
 std::vector<std::string> diagnostics::take() {

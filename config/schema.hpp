@@ -21,7 +21,13 @@
 
 namespace pgpilot::config::detail {
 
-// Collects located errors and renders them as "FILE:LINE:COL: KEY: message".
+// Control characters as escapes, so that text from a config file stays on one line and cannot
+// drive a terminal: \n \r \t, other C0 controls and DEL as \xHH, C1 controls (UTF-8 C2 80..C2 9F)
+// as \u00HH. Backslashes and everything else (other UTF-8, invalid bytes) are kept as they are.
+std::string escape_control_characters(std::string_view text);
+
+// Collects located errors and renders them as "FILE:LINE:COL: KEY: message", one line each:
+// control characters anywhere in it are escaped (escape_control_characters).
 class diagnostics {
   public:
     explicit diagnostics(std::string source) : source_(std::move(source)) {}

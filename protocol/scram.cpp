@@ -175,6 +175,37 @@ std::optional<int> parse_positive_int(std::string_view s) {
     return int(v);
 }
 
+/// The i= attribute of a server-first-message: a decimal count from 1 to scram_max_iterations.
+/// A count outside that range is well-formed but refused, before any PBKDF2 runs (docs/fuzzing.md,
+/// F1). The count is quoted in the error only when it is digits (with an optional '-') and short.
+std::optional<int> parse_iteration_count(std::string_view s, std::string& error) {
+    const bool negative = !s.empty() && s[0] == '-';
+    std::string_view digits = negative ? s.substr(1) : s;
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) {
+        error = malformed("invalid iteration count");
+        return std::nullopt;
+    }
+    const std::string shown =
+        digits.size() <= 20 ? std::string(s) : std::string(s.substr(0, 20)) + "...";
+    const std::string range =
+        " (pgpilot accepts 1 to " + std::to_string(scram_max_iterations) + ")";
+    if (negative || digits.find_first_not_of('0') == std::string_view::npos) {
+        error = "SCRAM iteration count " + shown + " from the server is less than 1" + range;
+        return std::nullopt;
+    }
+    digits.remove_prefix(digits.find_first_not_of('0'));
+    const std::string max_text = std::to_string(scram_max_iterations);
+    if (digits.size() > max_text.size() ||
+        (digits.size() == max_text.size() && digits > std::string_view(max_text))) {
+        error = "SCRAM iteration count " + shown + " from the server is too large" + range;
+        return std::nullopt;
+    }
+    int v = 0;
+    for (char c : digits)
+        v = v * 10 + (c - '0');
+    return v;
+}
+
 }  // namespace
 
 std::string base64_encode(std::string_view in) {
@@ -463,8 +494,8 @@ scram_client::result scram_client::on_server_first(std::string_view msg) {
     if (!salt) return fail(malformed("invalid salt"));
     auto iter_text = read_attribute(fields, 2, 'i', error);
     if (!iter_text) return fail(error);
-    auto iterations = parse_positive_int(*iter_text);
-    if (!iterations) return fail(malformed("invalid iteration count"));
+    auto iterations = parse_iteration_count(*iter_text, error);
+    if (!iterations) return fail(error);
     if (fields.size() > 3) return fail(malformed("garbage at end of server-first-message"));
 
     scram_key salted = scram_salted_password(password_, *salt, *iterations);

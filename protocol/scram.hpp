@@ -23,6 +23,12 @@ using scram_key = std::array<unsigned char, 32>;
 
 /// PostgreSQL's default iteration count (scram_iterations).
 inline constexpr int scram_default_iterations = 4096;
+/// The largest iteration count scram_client accepts from a backend's server-first-message. The
+/// derivation runs synchronously on the event loop (about 0.8 s per million iterations), so an
+/// unbounded count would let a backend, or anyone who can rewrite an unencrypted backend
+/// connection, stall every session of that thread (up to 2^31-1 iterations: half an hour).
+/// 100000 is 24 times PostgreSQL's default and costs about 80 ms.
+inline constexpr int scram_max_iterations = 100000;
 /// Salt length PostgreSQL generates (SCRAM_DEFAULT_SALT_LEN).
 inline constexpr std::size_t scram_default_salt_length = 16;
 /// The only mechanism offered; "-PLUS" (channel binding) is not supported.
@@ -87,10 +93,10 @@ class scram_server {
         std::string error;
     };
     /// Data of SASLInitialResponse (client-first-message); ok: message = server-first-message.
-    result on_client_first(std::string_view client_first_message);
+    result on_client_first(std::string_view msg);
     /// Data of SASLResponse (client-final-message); ok means the proof verified and message is
     /// the server-final-message ("v=...").
-    result on_client_final(std::string_view client_final_message);
+    result on_client_final(std::string_view msg);
 
     /// After a failure: true if the client broke the protocol (PostgreSQL answers 08P01), false if
     /// the proof was wrong or the exchange was doomed (28P01).
@@ -125,10 +131,13 @@ class scram_client {
         std::string message;
         std::string error;
     };
-    /// ok: message = client-final-message (data of SASLResponse).
-    result on_server_first(std::string_view server_first);
-    /// ok iff the server signature verifies (the server proved it knows the secret).
-    result on_server_final(std::string_view server_final);
+    /// Data of AuthenticationSASLContinue (server-first-message); ok: message =
+    /// client-final-message (data of SASLResponse). An iteration count outside
+    /// 1..scram_max_iterations fails before any derivation runs.
+    result on_server_first(std::string_view msg);
+    /// Data of AuthenticationSASLFinal (server-final-message); ok iff the server signature
+    /// verifies (the server proved it knows the secret).
+    result on_server_final(std::string_view msg);
 
   private:
     enum class state { initial, first_sent, final_sent, done, failed };

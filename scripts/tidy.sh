@@ -7,7 +7,11 @@
 #
 # Database: build/compile_commands.json when it exists, else build-tidy/ is configured (no
 # build needed); PGPILOT_TIDY_BUILD_DIR overrides. Prints every finding, then a count per check
-# and per file; exits 1 if there is any finding.
+# and per file; exits 1 if there is any finding outside the excluded files below.
+#
+# Excluded: findings in proxy/session.hpp and proxy/session.cpp are printed but do not fail the
+# run while the session is being rewritten on another branch (their known findings are listed in
+# docs/fuzzing.md); empty `excluded_re` once that rewrite has landed and been tidied.
 # Environment: PGPILOT_TIDY_JOBS (default: number of cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,16 +69,27 @@ cat "$outdir"/*.log >"$out"
 # headers (a path that starts in our code, e.g. Asio's awaitable.hpp for coroutines), where
 # HeaderFilterRegex does not apply: only findings in the project's own directories count.
 project_re="^$PWD/(protocol|config|router|ha|proxy)/[^/]+:[0-9]+:[0-9]+: (warning|error): "
-mapfile -t findings < <(grep -E "$project_re" "$out" | sort -u)
+excluded_re="^$PWD/proxy/session[.](hpp|cpp):"
+mapfile -t all_findings < <(grep -E "$project_re" "$out" | sort -u)
+findings=() excluded=()
+for f in "${all_findings[@]}"; do
+  if [[ -n $excluded_re && $f =~ $excluded_re ]]; then excluded+=("$f"); else findings+=("$f"); fi
+done
 ignored=$(grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$out" | grep -vcE "$project_re" || true)
 ((ignored == 0)) || echo "tidy.sh: $ignored finding(s) inside library headers ignored"
+if ((${#excluded[@]})); then
+  echo "tidy.sh: ${#excluded[@]} finding(s) in excluded files (proxy/session.*, see the top of this script), not counted:"
+  printf '  %s\n' "${excluded[@]}"
+fi
 if ((${#findings[@]} == 0)); then
-  echo "tidy.sh: no findings ($((SECONDS - start)) s)"
+  echo "tidy.sh: no findings$( ((${#excluded[@]})) && echo " outside the excluded files") ($((SECONDS - start)) s)"
   exit 0
 fi
 # Each finding with its context lines.
-awk -v re="$project_re" '
-  /^[^ ].*:[0-9]+:[0-9]+: (warning|error): / { skip = ($0 !~ re) || seen[$0]++ }
+awk -v re="$project_re" -v ex="$excluded_re" '
+  /^[^ ].*:[0-9]+:[0-9]+: (warning|error): / {
+    skip = ($0 !~ re) || (ex != "" && $0 ~ ex) || seen[$0]++
+  }
   !skip { print }
 ' "$out"
 echo

@@ -2,10 +2,11 @@
 //
 // It must never crash and never let an exception out (libFuzzer reports one as a crash). The
 // result must be either settings or errors, never both nor neither, and loaded settings must
-// satisfy what the loader promises (docs/configuration.md).
+// satisfy what the loader promises (docs/configuration.md). Every error is one line without
+// control characters: what the file quotes is escaped (docs/fuzzing.md, O2).
 //
-// In this build toml++ is compiled header-only into pgpilot_config (test/fuzz/CMakeLists.txt),
-// so the TOML parser is instrumented and fuzzed too.
+// With -DPGPILOT_FUZZ_TOML_INSTRUMENTED=ON toml++ is compiled header-only into pgpilot_config
+// (test/fuzz/CMakeLists.txt), so the TOML parser is instrumented and fuzzed too.
 
 #include <cmath>
 #include <set>
@@ -22,8 +23,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const load_result r = load_string(text, "fuzz.toml");
 
     FUZZ_CHECK(r.value.has_value() != !r.errors.empty());
-    for (const auto& e : r.errors)
+    for (const auto& e : r.errors) {
         FUZZ_CHECK(e.substr(0, 10) == "fuzz.toml:");
+        for (std::size_t i = 0; i < e.size(); ++i) {
+            const auto c = static_cast<unsigned char>(e[i]);
+            FUZZ_CHECK(c >= 0x20 && c != 0x7f);
+            if (c == 0xc2 && i + 1 < e.size())
+                FUZZ_CHECK(static_cast<unsigned char>(e[i + 1]) < 0x80 ||
+                           static_cast<unsigned char>(e[i + 1]) > 0x9f);
+        }
+    }
     if (!r) return 0;
 
     const settings& s = *r.value;

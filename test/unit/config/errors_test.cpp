@@ -324,9 +324,63 @@ TEST_CASE("reserved_connections must leave some client slots", "[config]") {
             "t.toml:3:24: pool.reserved_connections: must be less than "
             "pool.max_client_connections (10), got 10");
     auto ok = pgpilot::config::load_string(
-        "[pool]\nmax_client_connections = 50\nreserved_connections = 5\n[[backend]]\nhost = \"h\"\n",
+        "[pool]\nmax_client_connections = 50\nreserved_connections = 5\n[[backend]]\nhost = "
+        "\"h\"\n",
         "t.toml");
     REQUIRE(ok);
     REQUIRE(ok.value->pool.max_client_connections == 50);
     REQUIRE(ok.value->pool.reserved_connections == 5);
+}
+
+TEST_CASE("control characters from the file are escaped in messages", "[config]") {
+    // A hostile file must not be able to print extra lines (forged log lines) or terminal
+    // escape sequences through the keys and values that messages quote.
+    const auto line_ok = [](const std::string& e) {
+        INFO(e);
+        for (const char c : e) {
+            const auto u = static_cast<unsigned char>(c);
+            CHECK((u >= 0x20 && u != 0x7f));
+        }
+    };
+
+    SECTION("a quoted key with a newline stays on one line") {
+        const auto errors = errors_of(std::string(R"("a\nb" = 1)") + "\n" + one_backend);
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0] == R"(pgpilot.toml:1:1: a\nb: unknown key)");
+        line_ok(errors[0]);
+    }
+    SECTION("a value that forges a log line") {
+        const auto errors = errors_of(
+            std::string("[server]\nlog_level = "
+                        R"("info\n2026-01-01 00:00:00.000 UTC ERROR forged\r\u001b[2K")") +
+            "\n" + one_backend);
+        REQUIRE(errors.size() == 1);
+        CHECK(
+            errors[0] ==
+            R"(pgpilot.toml:2:13: server.log_level: unknown value "info\n2026-01-01 00:00:00.000 )"
+            R"(UTC ERROR forged\r\x1b[2K", expected one of: debug, info, warning, error)");
+        line_ok(errors[0]);
+    }
+    SECTION("tab, DEL, other C0 and C1 controls; other UTF-8 and backslashes as they are") {
+        const auto errors = errors_of(
+            std::string("[pool]\n") +
+            R"("k\t\u007f\u0000\u0007\u0085\u009b\u00a0\u00e9\u2028\\n" = 1)" + "\n" + one_backend);
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0] ==
+              "pgpilot.toml:2:1: pool.k\\t\\x7f\\x00\\x07\\u0085\\u009b"
+              "\u00a0\u00e9\u2028\\n: unknown key");
+        line_ok(errors[0]);
+    }
+    SECTION("duplicate [[user]] names and address lists") {
+        const auto errors =
+            errors_of(std::string("[server]\nlisten_addresses = \"a\\u001bb c\"\n") +
+                      "[[user]]\nname = \"x\\ny\"\n[[user]]\nname = \"x\\ny\"\n" + one_backend);
+        REQUIRE(errors.size() == 2);
+        CHECK(errors[0] ==
+              R"(pgpilot.toml:2:20: server.listen_addresses: invalid address "a\x1bb c")");
+        CHECK(errors[1] ==
+              R"(pgpilot.toml:6:8: user[1].name: duplicate user "x\ny" (first defined at line 4))");
+        for (const auto& e : errors)
+            line_ok(e);
+    }
 }

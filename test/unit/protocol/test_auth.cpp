@@ -591,6 +591,21 @@ TEST_CASE("backend_authenticator", "[auth]") {
         };
         auto v = make_scram_verifier("pencil", "salt", 4);
         {
+            // A server-first-message with an iteration count above the bound fails at once.
+            backend_authenticator ba("alice", "pencil"s);
+            auto s = ba.on_authentication(
+                as_bytes(auth_body(auth_request::sasl, cstr("SCRAM-SHA-256") + '\0')));
+            REQUIRE(s.k == backend_step::send);
+            std::string first = frames(s.to_send)[0].body.substr(18);
+            std::string nonce = first.substr(first.find("r=") + 2);
+            s = ba.on_authentication(as_bytes(
+                auth_body(auth_request::sasl_continue, "r=" + nonce + "srv,s=c2FsdA==,i=100001")));
+            CHECK(s.k == backend_step::fail);
+            CHECK(s.error ==
+                  "SCRAM authentication with the backend failed: SCRAM iteration count 100001 "
+                  "from the server is too large (pgpilot accepts 1 to 100000)");
+        }
+        {
             backend_authenticator ba("alice", "pencil"s);
             scram_server server(v);
             std::string server_final = drive(ba, server);

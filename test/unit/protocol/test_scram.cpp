@@ -429,9 +429,14 @@ TEST_CASE("scram_client rejects malformed server messages", "[scram]") {
         {"r=abcdef,s=QUJ,i=1", "malformed SCRAM message (invalid salt)"},
         {"r=abcdef,s=QUJD",
          "malformed SCRAM message (attribute 'i' expected, end of string found)"},
-        {"r=abcdef,s=QUJD,i=0", "malformed SCRAM message (invalid iteration count)"},
-        {"r=abcdef,s=QUJD,i=-1", "malformed SCRAM message (invalid iteration count)"},
+        {"r=abcdef,s=QUJD,i=0",
+         "SCRAM iteration count 0 from the server is less than 1 (pgpilot accepts 1 to 100000)"},
+        {"r=abcdef,s=QUJD,i=-1",
+         "SCRAM iteration count -1 from the server is less than 1 (pgpilot accepts 1 to 100000)"},
         {"r=abcdef,s=QUJD,i=x", "malformed SCRAM message (invalid iteration count)"},
+        {"r=abcdef,s=QUJD,i=", "malformed SCRAM message (invalid iteration count)"},
+        {"r=abcdef,s=QUJD,i=+5", "malformed SCRAM message (invalid iteration count)"},
+        {"r=abcdef,s=QUJD,i=-", "malformed SCRAM message (invalid iteration count)"},
         {"r=abcdef,s=QUJD,i=1,x=y",
          "malformed SCRAM message (garbage at end of "
          "server-first-message)"},
@@ -468,6 +473,44 @@ TEST_CASE("scram_client rejects malformed server messages", "[scram]") {
         auto c3 = started();
         REQUIRE(c3.on_server_first("r=abcdef,s=QUJD,i=1").ok);
         CHECK_FALSE(c3.on_server_first("r=abcdef,s=QUJD,i=1").ok);
+    }
+}
+
+TEST_CASE("scram_client bounds the iteration count a backend asks for", "[scram]") {
+    // docs/fuzzing.md, F1: PBKDF2 runs on the event loop, so the count a backend sends must be
+    // bounded before any derivation starts.
+    STATIC_REQUIRE(scram_max_iterations == 100000);
+    auto first = [](std::string_view count) {
+        scram_client c("pencil", "abc");
+        c.client_first();
+        return c.on_server_first("r=abcdef,s=QUJD,i=" + std::string(count));
+    };
+    const std::string too_large = " from the server is too large (pgpilot accepts 1 to 100000)";
+    // Checked first: without the bound, the cases below would run PBKDF2 for minutes.
+    auto just_above = first("100001");
+    REQUIRE_FALSE(just_above.ok);
+    CHECK(just_above.error == "SCRAM iteration count 100001" + too_large);
+    CHECK(just_above.message.empty());
+
+    CHECK(first("2147483647").error == "SCRAM iteration count 2147483647" + too_large);
+    CHECK(first("2147483648").error == "SCRAM iteration count 2147483648" + too_large);
+    CHECK(first("0000200000").error == "SCRAM iteration count 0000200000" + too_large);
+    CHECK(first(std::string(40, '9')).error ==
+          "SCRAM iteration count " + std::string(20, '9') + "..." + too_large);
+    CHECK(first("00").error ==
+          "SCRAM iteration count 00 from the server is less than 1 (pgpilot accepts 1 to 100000)");
+
+    // The bound itself and PostgreSQL's default are accepted (leading zeros as strtol reads them).
+    CHECK(first("100000").ok);
+    CHECK(first("0000100000").ok);
+    CHECK(first("4096").ok);
+
+    SECTION("a refused count is final") {
+        scram_client c("pencil", "abc");
+        c.client_first();
+        REQUIRE_FALSE(c.on_server_first("r=abcdef,s=QUJD,i=1000000").ok);
+        CHECK_FALSE(c.on_server_first("r=abcdef,s=QUJD,i=1").ok);
+        CHECK_FALSE(c.on_server_final("v=" + base64_encode(std::string(32, 'x'))).ok);
     }
 }
 
