@@ -205,6 +205,15 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 number_key("delay_threshold_by_time",
                            &load_balance_settings::delay_threshold_by_time, 0),
             }),
+        // High availability (ha/): replication check, health check, failover.
+        detail::table_section(
+            "streaming_replication_check", &settings::replication_check,
+            key_table<replication_check_settings>{
+                number_key("period", &replication_check_settings::period, 0),
+                string_key("user", &replication_check_settings::user, emptiness::rejected),
+                string_key("password", &replication_check_settings::password),
+                string_key("database", &replication_check_settings::database, emptiness::rejected),
+            }),
     };
     return sections;
 }

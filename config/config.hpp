@@ -106,6 +106,15 @@ struct auth_settings {
     std::string backend_password;  // used toward backends when they ask for one
 };
 
+// [streaming_replication_check]: how ha/ reads each node's WAL position and the primary's
+// pg_stat_replication (pgpool-II's sr_check_*).
+struct replication_check_settings {
+    double period = 0.05;  // seconds between checks; 0 = only on demand
+    std::string user = "postgres";
+    std::string password;  // "" = [auth] backend_password
+    std::string database = "postgres";
+};
+
 // The whole validated configuration.
 struct settings {
     server_settings server;
@@ -114,6 +123,7 @@ struct settings {
     std::vector<user_settings> users;        // names unique and non-empty
     auth_settings auth;
     load_balance_settings load_balance;
+    replication_check_settings replication_check;  // [streaming_replication_check]
     std::string source;  // file path (or the source name given to load_string)
 
     // The [[user]] entry with exactly this name (case-sensitive), or nullptr.

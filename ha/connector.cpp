@@ -82,11 +82,11 @@ net::awaitable<connect_result> do_connect(node_address address, startup_params p
     for (;;) {
         protocol::whole_frame f;
         if (auto ec = co_await reader.read_frame(conn->socket, f, max_startup_message)) {
-            r.failure = unreachable(
-                ec == boost::system::errc::bad_message
-                    ? "message too long or malformed from " + describe(address) + " during startup"
-                    : "lost connection to " + describe(address) + " during startup: " +
-                          ec.message());
+            r.failure = unreachable(ec == boost::system::errc::bad_message
+                                        ? "message too long or malformed from " +
+                                              describe(address) + " during startup"
+                                        : "lost connection to " + describe(address) +
+                                              " during startup: " + ec.message());
             co_return r;
         }
         switch (f.tag) {
@@ -187,8 +187,31 @@ net::awaitable<error_code> send_cancel(node_address address, std::uint32_t pid, 
     co_return ec;
 }
 
-net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string_view sql) {
-    query_outcome out;
+std::optional<text_row> parse_data_row(protocol::byte_view body) {
+    // Int16 column count, then per column an Int32 length (-1 = NULL) and that many bytes.
+    if (body.size() < 2) return std::nullopt;
+    std::size_t columns = std::size_t(body[0]) << 8 | std::size_t(body[1]);
+    std::size_t at = 2;
+    text_row row;
+    row.reserve(columns);
+    for (std::size_t i = 0; i < columns; ++i) {
+        if (body.size() - at < 4) return std::nullopt;
+        auto len = protocol::read_u32(body.data() + at);
+        at += 4;
+        if (len == 0xffffffffu) {
+            row.emplace_back(std::nullopt);
+            continue;
+        }
+        if (body.size() - at < len) return std::nullopt;
+        row.emplace_back(std::string(protocol::as_chars(body.subspan(at, len))));
+        at += len;
+    }
+    if (at != body.size()) return std::nullopt;
+    return row;
+}
+
+net::awaitable<rows_outcome> query_rows(backend_connection& conn, std::string_view sql) {
+    rows_outcome out;
     std::string msg;
     protocol::append_query(msg, sql);
     if ((out.io = co_await write_all(conn.socket, msg))) co_return out;
@@ -199,12 +222,10 @@ net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string
             co_return out;
         switch (f.tag) {
             case 'D':
-                // DataRow: int16 column count, then int32 length + bytes per column.
-                if (!out.value && f.body.size() >= 6) {
-                    auto len = protocol::read_u32(f.body.data() + 2);
-                    if (len != 0xffffffffu && f.body.size() >= 6 + std::size_t(len))
-                        out.value = std::string(protocol::as_chars(f.body.subspan(6, len)));
-                }
+                if (auto row = parse_data_row(f.body))
+                    out.rows.push_back(std::move(*row));
+                else
+                    out.error = "malformed DataRow";
                 break;
             case 'E':
                 if (auto e = protocol::parse_error_response(f.body))
@@ -225,6 +246,16 @@ net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string
                 break;  // RowDescription, CommandComplete, notices, notifications
         }
     }
+}
+
+net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string_view sql) {
+    auto r = co_await query_rows(conn, sql);
+    query_outcome out;
+    out.io = r.io;
+    out.error = std::move(r.error);
+    out.tx_status = r.tx_status;
+    if (!r.rows.empty() && !r.rows.front().empty()) out.value = std::move(r.rows.front().front());
+    co_return out;
 }
 
 }  // namespace pgpilot::ha

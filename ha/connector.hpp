@@ -77,4 +77,21 @@ struct query_outcome {
 /// `conn.parameters`; notices are dropped.
 net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string_view sql);
 
+/// One row in text format; nullopt is SQL NULL.
+using text_row = std::vector<std::optional<std::string>>;
+
+/// The outcome of a query whose whole result pgpilot reads (replication checks).
+struct rows_outcome {
+    error_code io;                     ///< transport failure (the connection is unusable)
+    std::optional<std::string> error;  ///< the backend's error message, if any
+    std::vector<text_row> rows;        ///< every DataRow of every result, in order
+    char tx_status = 0;                ///< from ReadyForQuery
+};
+
+/// Like simple_query, but keeps every column of every row.
+net::awaitable<rows_outcome> query_rows(backend_connection& conn, std::string_view sql);
+
+/// A DataRow ('D') body as text columns; nullopt when malformed.
+std::optional<text_row> parse_data_row(protocol::byte_view body);
+
 }  // namespace pgpilot::ha

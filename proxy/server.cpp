@@ -156,6 +156,19 @@ void raise_descriptor_limit() {
         log::info("raised the open-file limit from {} to {}", before, lim.rlim_cur);
 }
 
+/// Ends the registry's background work and lets the HA loop run out (it may be finishing a
+/// check); a loop still busy after a grace period (a failover command, say) is stopped.
+template <class Guard>
+void stop_ha(ha::node_registry& registry, Guard& guard, net::io_context& ctx,
+             std::future<void>& finished) {
+    registry.stop();
+    guard.reset();
+    if (finished.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+        log::warning("HA tasks still running at shutdown; abandoning them");
+        ctx.stop();
+    }
+}
+
 }  // namespace
 
 int run_server(const config::settings& settings) {
@@ -163,34 +176,25 @@ int run_server(const config::settings& settings) {
     raise_descriptor_limit();
 
     // Nodes as configured; the registry finds out their status and role.
-    std::vector<router::node_state> nodes;
-    for (std::size_t i = 0; i < settings.backends.size(); ++i) {
-        const auto& b = settings.backends[i];
-        router::node_state n;
-        n.id = int(i);
-        n.host = b.host;
-        n.port = b.port;
-        n.weight = b.weight;
-        nodes.push_back(n);
-    }
     net::io_context ha_ctx{1};
-    ha::probe_credentials cred;
-    cred.connect_timeout =
-        std::chrono::milliseconds(std::int64_t(settings.pool.connect_timeout * 1000));
-    if (!settings.auth.backend_password.empty()) cred.password = settings.auth.backend_password;
-    ha::node_registry registry(ha_ctx, nodes, cred);
+    ha::node_registry registry(ha_ctx, settings);
     shared_state shared(settings, registry);
     auto seconds = [](double s) { return std::chrono::milliseconds(std::int64_t(s * 1000)); };
-    shared.timeouts.backend_connect = cred.connect_timeout;
+    shared.timeouts.backend_connect = seconds(settings.pool.connect_timeout);
     shared.timeouts.authentication = seconds(settings.pool.authentication_timeout);
     shared.timeouts.client_idle = seconds(settings.pool.client_idle_limit);
 
     // Find the primary before accepting clients.
     auto first = net::co_spawn(ha_ctx, registry.detect(), net::use_future);
-    net::co_spawn(ha_ctx, registry.watch_for_primary(std::chrono::seconds(1)), log_exception);
     auto ha_guard = net::make_work_guard(ha_ctx);
-    std::thread ha_thread([&] { ha_ctx.run(); });
+    std::promise<void> ha_done;
+    auto ha_finished = ha_done.get_future();
+    std::thread ha_thread([&] {
+        ha_ctx.run();
+        ha_done.set_value();
+    });
     first.wait();
+    registry.start();
     if (!router::route_to_primary(*registry.snapshot()).node)
         log::warning("no primary found among {} backends; will keep looking",
                      settings.backends.size());
@@ -223,8 +227,7 @@ int run_server(const config::settings& settings) {
     } catch (const std::exception& e) {
         log::error("cannot listen: {}", e.what());
         shared.stopping = true;
-        ha_guard.reset();
-        ha_ctx.stop();
+        stop_ha(registry, ha_guard, ha_ctx, ha_finished);
         ha_thread.join();
         return 1;
     }
@@ -255,8 +258,7 @@ int run_server(const config::settings& settings) {
         net::post(t.w->ctx, [&t] { stop_worker(t); });
     for (auto& t : workers)
         t.thread.join();
-    ha_guard.reset();
-    ha_ctx.stop();
+    stop_ha(registry, ha_guard, ha_ctx, ha_finished);
     ha_thread.join();
     if (!settings.server.unix_socket_dir.empty())
         ::unlink(unix_socket_path(settings.server).c_str());

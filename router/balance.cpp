@@ -9,26 +9,6 @@
 
 namespace pgpilot::router {
 
-std::optional<std::uint64_t> parse_lsn(std::string_view text) {
-    const auto slash = text.find('/');
-    if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size()) return {};
-    std::uint32_t high = 0;
-    std::uint32_t low = 0;
-    const auto hi = text.substr(0, slash);
-    const auto lo = text.substr(slash + 1);
-    if (hi.size() > 8 || lo.size() > 8) return {};
-    auto [p1, e1] = std::from_chars(hi.data(), hi.data() + hi.size(), high, 16);
-    auto [p2, e2] = std::from_chars(lo.data(), lo.data() + lo.size(), low, 16);
-    if (e1 != std::errc() || p1 != hi.data() + hi.size() || e2 != std::errc() ||
-        p2 != lo.data() + lo.size())
-        return {};
-    return (std::uint64_t(high) << 32) | low;
-}
-
-std::string format_lsn(std::uint64_t lsn) {
-    return fmt::format("{:X}/{:X}", std::uint32_t(lsn >> 32), std::uint32_t(lsn));
-}
-
 bool readable(const node_state& node, const config::load_balance_settings& lb) {
     if (node.status != node_status::up || node.weight <= 0) return false;
     if (node.role == node_role::primary) return true;

@@ -14,11 +14,6 @@
 
 namespace pgpilot::router {
 
-/// "16/B374D848" (pg_lsn text) as a 64-bit position; nullopt when it is not one.
-std::optional<std::uint64_t> parse_lsn(std::string_view text);
-/// The pg_lsn text of a position.
-std::string format_lsn(std::uint64_t lsn);
-
 /// Whether `node` may serve reads now: up, with a known role and a weight above 0, and, for a
 /// standby, not lagging more than delay_threshold / delay_threshold_by_time.
 bool readable(const node_state& node, const config::load_balance_settings& lb);

@@ -7,12 +7,16 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pgpilot::router {
 
-/// Whether a node can be used (pgpool's "status" column).
-enum class node_status { waiting, up, down };
+/// Whether a node can be used (pgpool's "status" column). Only `up` nodes take statements.
+/// waiting: configured, not seen up yet; down: detached (failed, or down in the status file) and
+/// only attached again by failback; quarantine: failing, but not detached (a node that may not be
+/// failed over, or a primary nothing can replace): back to up as soon as a health check passes.
+enum class node_status { waiting, up, down, quarantine };
 /// What the node is in replication (pgpool's "role" column).
 enum class node_role { unknown, primary, standby };
 
@@ -28,6 +32,8 @@ struct node_state {
     node_status status = node_status::waiting;
     node_role role = node_role::unknown;
     std::chrono::system_clock::time_point last_status_change{};
+    /// Why the status last changed ("health check failed: ...", "failover", ...).
+    std::string status_reason;
 
     // Streaming replication, refreshed by ha/'s replication check (sr_check).
     /// Standby: pg_last_wal_replay_lsn(); primary: pg_current_wal_lsn(); 0 = not known yet.
@@ -48,6 +54,12 @@ struct node_state {
 struct cluster_snapshot {
     std::vector<node_state> nodes;
     std::uint64_t version = 0;
+    /// True from the moment the primary is found failed until a new primary is up (or the
+    /// failover gives up): statements that need the primary should wait ([failover]
+    /// hold_timeout) rather than fail.
+    bool failover_in_progress = false;
+    /// When the failover in progress started (steady clock).
+    std::chrono::steady_clock::time_point failover_started{};
 };
 
 using snapshot_ptr = std::shared_ptr<const cluster_snapshot>;
@@ -60,5 +72,11 @@ struct route_decision {
 
 /// The node that takes writes: the up node whose role is primary.
 route_decision route_to_primary(const cluster_snapshot& snapshot);
+
+/// A WAL position as PostgreSQL prints a pg_lsn ("16/B374D848": two hexadecimal numbers of at
+/// most 8 digits, the high and low 32 bits). nullopt for anything else.
+std::optional<std::uint64_t> parse_lsn(std::string_view text);
+/// The pg_lsn text of a WAL position ("0/0", "16/B374D848").
+std::string format_lsn(std::uint64_t lsn);
 
 }  // namespace pgpilot::router

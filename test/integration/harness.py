@@ -28,6 +28,7 @@ import ctypes
 import hashlib
 import hmac
 import base64
+import json
 import os
 import select
 import signal
@@ -136,8 +137,10 @@ def wait_for_port(port, host=HOST, timeout=PGPILOT_READY_TIMEOUT_S, alive=lambda
 class Pgpilot:
     """One pgpilot process for the duration of a `with` block."""
 
-    def __init__(self, binary, cluster, overrides, workdir, unix_socket=False, primary_only=False):
+    def __init__(self, binary, cluster, overrides, workdir, unix_socket=False, primary_only=False,
+                 args=()):
         self.binary = binary
+        self.args = list(args)
         self.cluster = cluster
         self.port = free_port()
         self.host = HOST
@@ -170,7 +173,8 @@ class Pgpilot:
 
     def start(self):
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([self.binary, "-f", self.config_path], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([self.binary, "-f", self.config_path] + self.args,
+                                         stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          preexec_fn=_die_with_parent)
         if not wait_for_port(self.port, alive=lambda: self.proc.poll() is None):
@@ -224,6 +228,86 @@ class Pgpilot:
         print("----- end of pgpilot log -----", flush=True)
 
 
+def ha_watch_binary(pgpilot_binary):
+    """PGPILOT_HA_WATCH (set by ctest), else next to the build's test binaries."""
+    path = os.environ.get("PGPILOT_HA_WATCH")
+    if path:
+        return path
+    build = os.path.dirname(os.path.dirname(os.path.abspath(pgpilot_binary)))
+    return os.path.join(build, "test", "pgpilot_ha_watch")
+
+
+class HaWatch:
+    """pgpilot_ha_watch for the duration of a `with` block: the node registry pgpilot would
+    build from the same config, without the proxy. snapshot() returns the registry's current
+    cluster_snapshot as a dict; check() and detect() call request_replication_check() and
+    request_detect()."""
+
+    def __init__(self, pgpilot_binary, cluster, overrides, workdir):
+        self.binary = ha_watch_binary(pgpilot_binary)
+        self.config = merge_config(default_config(cluster, free_port()), overrides)
+        fd, self.config_path = tempfile.mkstemp(prefix="ha-watch-", suffix=".toml", dir=workdir)
+        with os.fdopen(fd, "w") as f:
+            f.write(to_toml(self.config))
+        self.log_path = self.config_path[:-len(".toml")] + ".log"
+        self.proc = None
+
+    def __enter__(self):
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([self.binary, "-f", self.config_path],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, text=True, preexec_fn=_die_with_parent)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            code = self.proc.wait(PGPILOT_STOP_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        if exc_type is not None or code != 0:
+            print(f"----- pgpilot_ha_watch log (exit code {code}) -----")
+            print(self.log()[-20000:])
+            print("----- end of pgpilot_ha_watch log -----", flush=True)
+        if exc_type is None:
+            check_equal(code, 0, "pgpilot_ha_watch exit code")
+        return False
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def _command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        check(answer, f"pgpilot_ha_watch exited (command {line!r})")
+        return answer
+
+    def snapshot(self):
+        return json.loads(self._command("snapshot"))
+
+    def check(self):
+        check_equal(self._command("check").strip(), "ok", "answer to check")
+
+    def detect(self):
+        check_equal(self._command("detect").strip(), "ok", "answer to detect")
+
+    def wait_for(self, what, predicate, timeout=10, interval=0.02):
+        """Polls snapshot() until predicate(snapshot) is true; returns that snapshot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if predicate(snap):
+                return snap
+            if time.monotonic() > deadline:
+                raise TestFailure(f"not within {timeout}s: {what}; last snapshot: {snap}")
+            time.sleep(interval)
+
+
 class Direct:
     """Stands in for Pgpilot in direct mode: the 'proxy' is the primary itself."""
 
@@ -261,12 +345,25 @@ class TestEnv:
     def primary_port(self):
         return self.cluster.primary["port"]
 
-    def pgpilot(self, unix_socket=False, primary_only=False, **overrides):
-        """pgpilot in front of the cluster; overrides per config section, e.g. server={"workers": 1}."""
+    def pgpilot(self, unix_socket=False, primary_only=False, cluster=None, args=(), **overrides):
+        """pgpilot in front of the cluster (or `cluster`, e.g. a private one); overrides per
+        config section, e.g. server={"workers": 1}; `args` are extra command-line arguments."""
         if self.direct:
-            return Direct(self.cluster)
-        return Pgpilot(self.pgpilot_binary, self.cluster, overrides, self.workdir,
-                       unix_socket=unix_socket, primary_only=primary_only)
+            return Direct(cluster or self.cluster)
+        return Pgpilot(self.pgpilot_binary, cluster or self.cluster, overrides, self.workdir,
+                       unix_socket=unix_socket, primary_only=primary_only, args=args)
+
+    def private_cluster(self, standbys=2):
+        """A cluster of this test's own (a primary and `standbys` streaming standbys), for tests
+        that kill or promote nodes; stopped and removed when the `with` block ends."""
+        self._clusters = getattr(self, "_clusters", 0) + 1
+        return Cluster.start(os.path.join(self.workdir, f"cluster-{self._clusters}"),
+                             standbys=standbys)
+
+    def ha_watch(self, cluster=None, **overrides):
+        """pgpilot's node registry alone (test/tools/ha_watch.cpp) for the cluster, with the
+        config pgpilot would get; see HaWatch."""
+        return HaWatch(self.pgpilot_binary, cluster or self.cluster, overrides, self.workdir)
 
     def write_config(self, text, name="pgpilot.toml"):
         path = os.path.join(self.workdir, name)
