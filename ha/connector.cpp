@@ -21,6 +21,7 @@ constexpr std::uint32_t max_startup_message = 64 * 1024;
 /// Largest message accepted in answer to pgpilot's own queries (pg_is_in_recovery,
 /// DISCARD ALL...): their rows are tiny.
 constexpr std::uint32_t max_internal_message = 1024 * 1024;
+constexpr std::size_t max_rows_kept = 100000;
 
 connect_failure unreachable(std::string message) {
     return {std::string(protocol::sqlstate::sqlclient_unable_to_establish_sqlconnection),
@@ -82,11 +83,11 @@ net::awaitable<connect_result> do_connect(node_address address, startup_params p
     for (;;) {
         protocol::whole_frame f;
         if (auto ec = co_await reader.read_frame(conn->socket, f, max_startup_message)) {
-            r.failure = unreachable(
-                ec == boost::system::errc::bad_message
-                    ? "message too long or malformed from " + describe(address) + " during startup"
-                    : "lost connection to " + describe(address) + " during startup: " +
-                          ec.message());
+            r.failure = unreachable(ec == boost::system::errc::bad_message
+                                        ? "message too long or malformed from " +
+                                              describe(address) + " during startup"
+                                        : "lost connection to " + describe(address) +
+                                              " during startup: " + ec.message());
             co_return r;
         }
         switch (f.tag) {
@@ -199,11 +200,9 @@ net::awaitable<query_outcome> simple_query(backend_connection& conn, std::string
             co_return out;
         switch (f.tag) {
             case 'D':
-                // DataRow: int16 column count, then int32 length + bytes per column.
-                if (!out.value && f.body.size() >= 6) {
-                    auto len = protocol::read_u32(f.body.data() + 2);
-                    if (len != 0xffffffffu && f.body.size() >= 6 + std::size_t(len))
-                        out.value = std::string(protocol::as_chars(f.body.subspan(6, len)));
+                if (auto first = protocol::parse_data_row_first(f.body)) {
+                    if (*first && !out.value) out.value = std::string(**first);
+                    if (*first && out.rows.size() < max_rows_kept) out.rows.emplace_back(**first);
                 }
                 break;
             case 'E':

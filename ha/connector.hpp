@@ -70,6 +70,7 @@ struct query_outcome {
     error_code io;                     ///< transport failure (the connection is unusable)
     std::optional<std::string> error;  ///< the backend's error message, if any
     std::optional<std::string> value;  ///< first column of the first row, if any
+    std::vector<std::string> rows;     ///< first column of every row (not NULL), at most 100000
     char tx_status = 0;                ///< from ReadyForQuery
 };
 
