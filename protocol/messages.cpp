@@ -139,6 +139,56 @@ void append_sync(std::string& out) {
     finish_message(out, begin_message(out, 'S'));
 }
 
+void append_close(std::string& out, char kind, std::string_view name) {
+    std::size_t at = begin_message(out, 'C');
+    out.push_back(kind);
+    append_safe_cstr(out, name);
+    finish_message(out, at);
+}
+
+void append_text_row_description(std::string& out, std::span<const std::string_view> columns) {
+    std::size_t at = begin_message(out, 'T');
+    append_u16(out, std::uint16_t(columns.size()));
+    for (auto name : columns) {
+        append_safe_cstr(out, name);
+        append_u32(out, 0);           // table OID
+        append_u16(out, 0);           // column number
+        append_u32(out, 25);          // type OID: text
+        append_u16(out, 0xffff);      // type size: -1 (variable)
+        append_u32(out, 0xffffffff);  // type modifier: -1
+        append_u16(out, 0);           // format: text
+    }
+    finish_message(out, at);
+}
+
+void append_text_data_row(std::string& out, std::span<const std::optional<std::string>> values) {
+    std::size_t at = begin_message(out, 'D');
+    append_u16(out, std::uint16_t(values.size()));
+    for (const auto& v : values) {
+        if (!v) {
+            append_u32(out, 0xffffffff);
+            continue;
+        }
+        append_u32(out, std::uint32_t(v->size()));
+        out += *v;
+    }
+    finish_message(out, at);
+}
+
+void append_command_complete(std::string& out, std::string_view tag) {
+    std::size_t at = begin_message(out, 'C');
+    append_safe_cstr(out, tag);
+    finish_message(out, at);
+}
+
+std::optional<std::optional<std::string_view>> parse_data_row_first(byte_view body) {
+    if (body.size() < 2 || read_u16(body.data()) == 0 || body.size() < 6) return std::nullopt;
+    const std::uint32_t len = read_u32(body.data() + 2);
+    if (len == 0xffffffffu) return std::optional<std::string_view>{};
+    if (body.size() - 6 < std::size_t(len)) return std::nullopt;
+    return std::optional<std::string_view>{as_chars(body.subspan(6, len))};
+}
+
 std::optional<parsed_error> parse_error_response(byte_view body) {
     reader r(body);
     parsed_error e;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -49,6 +50,14 @@ void append_query(std::string& out, std::string_view sql);
 void append_terminate(std::string& out);
 /// Sync ('S', frontend).
 void append_sync(std::string& out);
+/// Close ('C', frontend) of a prepared statement ('S') or portal ('P').
+void append_close(std::string& out, char kind, std::string_view name);
+/// RowDescription ('T') of text columns (type text, OID 25), as SHOW-style commands send.
+void append_text_row_description(std::string& out, std::span<const std::string_view> columns);
+/// DataRow ('D') of text values; nullopt is SQL NULL.
+void append_text_data_row(std::string& out, std::span<const std::optional<std::string>> values);
+/// CommandComplete ('C', backend) with its tag ("SELECT 3", "SHOW").
+void append_command_complete(std::string& out, std::string_view tag);
 
 /// An ErrorResponse or NoticeResponse body. The named fields are empty when absent; when a
 /// field code repeats the last one wins (as in libpq).
@@ -69,6 +78,9 @@ std::optional<char> parse_ready_for_query(byte_view body);
 /// Authentication* ('R') body: the first Int32 (0 ok, 3 cleartext, 5 md5, 10 SASL, 11 SASL
 /// continue, 12 SASL final, ...). Any bytes after it belong to the request and are not checked.
 std::optional<std::uint32_t> parse_authentication_code(byte_view body);
+/// The first column of a DataRow ('D') body: nullopt when the body is malformed or has no
+/// column; an inner nullopt for SQL NULL.
+std::optional<std::optional<std::string_view>> parse_data_row_first(byte_view body);
 /// Query ('Q') body: one cstring and nothing after it.
 std::optional<std::string_view> parse_query(byte_view body);
 

@@ -4,13 +4,18 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "config/config.hpp"
 #include "ha/registry.hpp"
 #include "proxy/cancel_map.hpp"
 #include "proxy/client_slots.hpp"
 #include "proxy/pool.hpp"
+#include "router/balance.hpp"
 
 namespace pgpilot::proxy {
 
@@ -26,13 +31,34 @@ struct session_timeouts {
     std::chrono::milliseconds primary_wait{2000};      ///< waiting for a primary to be found
 };
 
+/// Names of volatile functions ("name" and "schema.name"), per database, read from pg_proc
+/// once per database (issue: "looked up once per database and cached").
+class volatile_functions {
+  public:
+    using set = std::unordered_set<std::string>;
+    std::shared_ptr<const set> find(const std::string& database) const {
+        std::lock_guard lock(mutex_);
+        auto it = by_database_.find(database);
+        return it == by_database_.end() ? nullptr : it->second;
+    }
+    void store(const std::string& database, std::shared_ptr<const set> names) {
+        std::lock_guard lock(mutex_);
+        by_database_[database] = std::move(names);
+    }
+
+  private:
+    mutable std::mutex mutex_;
+    std::unordered_map<std::string, std::shared_ptr<const set>> by_database_;
+};
+
 /// Process-wide state shared by every worker (read-mostly; see DESIGN.md "Threads").
 struct shared_state {
     shared_state(const config::settings& s, ha::node_registry& r)
         : settings(s),
           registry(r),
           slots(std::size_t(s.pool.max_client_connections),
-                std::size_t(s.pool.reserved_connections)) {}
+                std::size_t(s.pool.reserved_connections)),
+          select_count(s.backends.size()) {}
     const config::settings& settings;
     ha::node_registry& registry;
     cancel_map cancels;
@@ -40,6 +66,11 @@ struct shared_state {
     session_timeouts timeouts;
     std::atomic<std::uint64_t> next_session_id{1};
     std::atomic<bool> stopping{false};
+    /// The WAL position of the latest write any session saw committed (consistency = global).
+    router::lsn_mark written_lsn;
+    /// Reads routed to each node (SHOW POOL_NODES select_cnt).
+    std::vector<std::atomic<std::uint64_t>> select_count;
+    volatile_functions volatiles;
 };
 
 /// One event-loop thread: its io_context, its idle backend connections, its sessions.

@@ -85,7 +85,12 @@ const char* to_string(session_end e) {
 }
 
 session::session(worker& w, stream client, std::uint64_t id)
-    : worker_(w), shared_(w.shared), client_(std::move(client)), id_(id) {}
+    : worker_(w),
+      shared_(w.shared),
+      client_(std::move(client)),
+      id_(id),
+      drained_(w.ctx, std::chrono::steady_clock::time_point::max()),
+      local_done_(w.ctx, std::chrono::steady_clock::time_point::max()) {}
 
 net::awaitable<error_code> session::send_client(std::string_view bytes) {
     client_at_boundary_ = false;
@@ -264,62 +269,109 @@ net::awaitable<session_end> session::authenticate() {
 // ---------------------------------------------------------------------------------------------
 // Backend
 
-net::awaitable<session_end> session::attach_backend() {
+std::optional<int> session::current_primary() const {
+    return router::route_to_primary(*shared_.registry.snapshot()).node;
+}
+
+net::awaitable<bool> session::ensure_link(int node) {
+    auto& link = links_.at(std::size_t(node));
+    if (link.conn) co_return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < link.retry_after) co_return false;
+    link = backend_link{};
+    link.pool_key = pool_key(node, params_);
+    auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(shared_.settings.pool.connection_life_time));
+    link.conn = worker_.pool.take(link.pool_key, life);
+    if (link.conn) {
+        log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
+        co_return true;
+    }
     auto snapshot = shared_.registry.snapshot();
-    auto route = router::route_to_primary(*snapshot);
-    if (!route.node) {
+    const auto& n = snapshot->nodes.at(std::size_t(node));
+    const ha::node_address address{n.host, n.port};
+    auto r = co_await ha::connect_backend(address, params_, backend_password_,
+                                          shared_.timeouts.backend_connect);
+    if (!r.conn) {
+        log::warning("s{} cannot connect to node {} for user \"{}\" database \"{}\": {}", id_, node,
+                     user_, database_, r.failure.message);
+        if (r.failure.unreachable) shared_.registry.request_detect();
+        link.retry_after = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        link.failure = std::move(r.failure);
+        co_return false;
+    }
+    link.conn = std::move(r.conn);
+    link.conn->node = node;
+    log::debug("s{} connected to node {} backend pid {}", id_, node, link.conn->pid);
+    co_return true;
+}
+
+// Reads pg_proc's volatile functions of this database once, on the session's first backend
+// connection, for the classifier (function calls that write go to the primary).
+net::awaitable<void> load_volatile_functions(shared_state& shared, ha::backend_connection& conn,
+                                             const std::string& database) {
+    if (shared.volatiles.find(database)) co_return;
+    auto q = co_await ha::query_rows(
+        conn,
+        "SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.provolatile = 'v' UNION "
+        "SELECT n.nspname || '.' || p.proname FROM pg_catalog.pg_proc p JOIN "
+        "pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.provolatile = 'v'");
+    auto names = std::make_shared<volatile_functions::set>();
+    if (!q.io && !q.error) {
+        for (auto& r : q.rows)
+            if (!r.empty() && r.front()) names->insert(std::move(*r.front()));
+    } else {
+        log::warning("cannot read volatile functions of database \"{}\": {}", database,
+                     q.io ? q.io.message() : q.error.value_or("?"));
+    }
+    shared.volatiles.store(database, std::move(names));
+}
+
+net::awaitable<session_end> session::attach_backend() {
+    links_.resize(shared_.registry.snapshot()->nodes.size());
+    auto route = current_primary();
+    if (!route) {
         // The primary may be being (re)detected: wait a little for a snapshot that has one.
         shared_.registry.request_detect();
         net::steady_timer t(client_.get_executor());
         auto deadline = std::chrono::steady_clock::now() + shared_.timeouts.primary_wait;
-        while (!route.node && std::chrono::steady_clock::now() < deadline) {
+        while (!route && std::chrono::steady_clock::now() < deadline) {
             t.expires_after(std::chrono::milliseconds(50));
             auto [ec] = co_await t.async_wait(use_tuple);
             if (ec) co_return session_end::admin_shutdown;
-            snapshot = shared_.registry.snapshot();
-            route = router::route_to_primary(*snapshot);
+            route = current_primary();
         }
-        if (!route.node) {
-            co_await send_fatal(sqlstate::connection_failure,
-                                fmt::format("pgpilot: {}", route.reason));
+        if (!route) {
+            const std::string reason =
+                router::route_to_primary(*shared_.registry.snapshot()).reason;
+            co_await send_fatal(sqlstate::connection_failure, fmt::format("pgpilot: {}", reason));
             co_return session_end::no_backend;
         }
     }
-    int node = *route.node;
-    const auto& n = snapshot->nodes.at(std::size_t(node));
-    pool_key_ = pool_key(node, params_);
-    auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(shared_.settings.pool.connection_life_time));
-    backend_ = worker_.pool.take(pool_key_, life);
-    if (backend_) {
-        log::debug("s{} reusing backend pid {} on node {}", id_, backend_->pid, node);
-    } else {
-        const ha::node_address address{n.host, n.port};
-        auto r = co_await ha::connect_backend(address, params_, backend_password_,
-                                              shared_.timeouts.backend_connect);
-        if (!r.conn) {
-            log::warning("s{} cannot connect to node {} for user \"{}\" database \"{}\": {}", id_,
-                         node, user_, database_, r.failure.message);
-            if (r.failure.unreachable) shared_.registry.request_detect();
-            end_detail_ = r.failure.message;
-            if (!r.failure.error_frame.empty())
-                co_await send_client(r.failure.error_frame);
-            else
-                co_await send_fatal(r.failure.sqlstate, "pgpilot: " + r.failure.message);
-            co_return session_end::no_backend;
-        }
-        backend_ = std::move(r.conn);
-        backend_->node = node;
-        log::debug("s{} connected to node {} backend pid {}", id_, node, backend_->pid);
+    const int node = *route;
+    if (!co_await ensure_link(node)) {
+        auto& failure = links_[std::size_t(node)].failure;
+        end_detail_ = failure.message;
+        if (!failure.error_frame.empty())
+            co_await send_client(failure.error_frame);
+        else
+            co_await send_fatal(failure.sqlstate, "pgpilot: " + failure.message);
+        co_return session_end::no_backend;
     }
+    auto& conn = *links_[std::size_t(node)].conn;
+    if (shared_.settings.load_balance.enabled)
+        co_await load_volatile_functions(shared_, conn, database_);
+    active_ = reading_ = node;
+    for (const auto& [k, v] : params_)
+        if (k == "application_name") application_name_ = v;
 
-    shared_.cancels.set(proxy_pid_, proxy_key_,
-                        cancel_target{backend_->address, backend_->pid, backend_->key});
+    shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{conn.address, conn.pid, conn.key});
     std::string hello;
-    for (const auto& [k, v] : backend_->parameters)
+    for (const auto& [k, v] : conn.parameters)
         protocol::append_parameter_status(hello, k, v);
     protocol::append_backend_key_data(hello, proxy_pid_, proxy_key_);
-    protocol::append_ready_for_query(hello, backend_->tx_status);
+    protocol::append_ready_for_query(hello, conn.tx_status);
+    client_tx_status_ = conn.tx_status;
     if (auto ec = co_await send_client(hello)) co_return session_end::client_disconnected;
     co_return session_end::client_terminated;
 }
@@ -332,59 +384,50 @@ net::awaitable<session_end> session::relay() {
     co_return std::visit([](session_end e) { return e; }, r);
 }
 
-// Frontend messages are checked (type and length) and counted, then forwarded in the same
-// chunks they arrived in. https://www.postgresql.org/docs/15/protocol-message-formats.html
+namespace {
+
+/// Messages up to this size are read whole and routed; a larger Query or batch goes to the
+/// primary (or to where its batch goes) and streams through in pieces.
+constexpr std::size_t max_routed_message = 1024 * 1024;
+
+}  // namespace
+
+// Frontend messages are checked (type and length), grouped into units (a Query, a
+// FunctionCall, or an extended-protocol batch up to Sync or Flush), routed unit by unit, and
+// forwarded. COPY data follows the unit that started the COPY.
+// https://www.postgresql.org/docs/15/protocol-message-formats.html
 net::awaitable<session_end> session::client_to_backend() {
-    auto buf = std::make_unique<std::byte[]>(relay_buffer_size);
-    // Bytes the client sent after authentication, before we read on our own.
-    auto early = client_reader_.pending();
-    if (early.size() > relay_buffer_size) {
-        co_await send_fatal(sqlstate::protocol_violation, "too much data before ReadyForQuery");
-        co_return session_end::client_protocol_violation;
-    }
-    std::memcpy(buf.get(), early.data(), early.size());
-    std::size_t filled = early.size();
-    client_reader_.consume(early.size());
-    std::uint64_t skip = 0;  // bytes of a frame already forwarded in part
-    bool have_data = filled > 0;
+    std::string in(protocol::as_chars(client_reader_.pending()));
+    client_reader_.consume(in.size());
+    auto chunk = std::make_unique<char[]>(relay_buffer_size);
+    unit batch;              // the extended-protocol batch being collected
+    std::uint64_t skip = 0;  // bytes of a message still to stream to skip_node
+    int skip_node = -1;
     for (;;) {
-        if (!have_data) {
-            auto space = net::buffer(buf.get() + filled, relay_buffer_size - filled);
-            error_code ec;
-            std::size_t n = 0;
-            const auto idle_limit = shared_.timeouts.client_idle;
-            if (idle_limit.count() > 0 && pending_ == 0 && !unsynced_ &&
-                backend_->tx_status == 'I') {
-                // Idle outside a transaction: the only wait that client_idle_limit bounds.
-                net::steady_timer t(client_.get_executor(), idle_limit);
-                auto r =
-                    co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
-                if (r.index() == 1) {
-                    end_detail_ = "terminating connection due to idle-session timeout";
-                    co_return session_end::client_idle_timeout;
-                }
-                std::tie(ec, n) = std::get<0>(r);
-            } else {
-                std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
-            }
-            if (ec) {
-                if (!is_cancelled(ec)) end_detail_ = ec.message();
-                co_return is_cancelled(ec) ? session_end::admin_shutdown
-                                           : session_end::client_disconnected;
-            }
-            filled += n;
-        }
-        have_data = false;
         std::size_t pos = 0;
-        bool terminate = false;
-        while (pos < filled) {
+        while (pos < in.size()) {
             if (skip > 0) {
-                auto take = std::min<std::uint64_t>(skip, filled - pos);
-                pos += std::size_t(take);
+                const auto take = std::size_t(std::min<std::uint64_t>(skip, in.size() - pos));
+                auto& link = links_[std::size_t(skip_node)];
+                auto [ec, n] = co_await net::async_write(
+                    link.conn->socket, net::buffer(in.data() + pos, take), use_tuple);
+                if (ec) {
+                    if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
+                    co_return is_cancelled(ec) ? session_end::admin_shutdown
+                                               : session_end::backend_disconnected;
+                }
+                pos += take;
                 skip -= take;
+                link.partial_write = skip > 0;
+                if (skip == 0 && link.lsn_owed == backend_link::deferred_lsn::after_stream) {
+                    if (auto end = co_await send_owed_lsn(link);
+                        end != session_end::client_terminated)
+                        co_return end;
+                }
                 continue;
             }
-            auto h = protocol::parse_frame_header({buf.get() + pos, filled - pos});
+            const protocol::byte_view rest = protocol::as_bytes(std::string_view(in).substr(pos));
+            auto h = protocol::parse_frame_header(rest);
             if (h.status == protocol::frame_status::need_more) break;
             if (!protocol::is_frontend_tag(h.tag)) {
                 end_detail_ = fmt::format("invalid frontend message type {}", int(h.tag));
@@ -396,80 +439,201 @@ net::awaitable<session_end> session::client_to_backend() {
                                           h.length, h.tag);
                 co_return session_end::client_protocol_violation;
             }
-            switch (h.tag) {
-                case 'X':
-                    terminate = true;
-                    break;
-                case 'Q':
-                case 'F':
-                    ++pending_;
-                    break;
-                case 'S':
-                    ++pending_;
-                    unsynced_ = false;
-                    break;
-                case 'P':
-                case 'B':
-                case 'D':
-                case 'E':
-                case 'C':
-                case 'H':
-                    unsynced_ = true;
-                    break;
-                default:
-                    break;  // copy data, password messages: part of what is pending
+            const bool whole = rest.size() >= h.total();
+            if (!whole && h.total() <= max_routed_message) break;  // read the rest first
+            const std::size_t have = whole ? h.total() : rest.size();
+            const std::string_view frame = std::string_view(in).substr(pos, have);
+
+            if (h.tag == 'X') co_return session_end::client_terminated;
+
+            if (h.tag == 'd' || h.tag == 'c' || h.tag == 'f' || h.tag == 'p') {
+                // COPY data and the like: they belong to the unit that is running.
+                int node = in_unit_ ? unit_node_ : active_;
+                auto& link = links_[std::size_t(node)];
+                auto [ec, n] =
+                    co_await net::async_write(link.conn->socket, net::buffer(frame), use_tuple);
+                if (ec) {
+                    if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
+                    co_return is_cancelled(ec) ? session_end::admin_shutdown
+                                               : session_end::backend_disconnected;
+                }
+                pos += have;
+                if (!whole) {
+                    skip = h.total() - have;
+                    skip_node = node;
+                    link.partial_write = true;
+                } else if ((h.tag == 'c' || h.tag == 'f') &&
+                           link.lsn_owed == backend_link::deferred_lsn::after_copy_done) {
+                    if (auto end = co_await send_owed_lsn(link);
+                        end != session_end::client_terminated)
+                        co_return end;
+                }
+                continue;
             }
-            if (terminate) break;
-            std::size_t avail = filled - pos;
-            if (avail >= h.total()) {
-                pos += h.total();
-            } else {
-                skip = h.total() - avail;
-                pos = filled;
+
+            if (h.tag == 'Q' || h.tag == 'F') {
+                if (in_unit_ || !batch.bytes.empty()) {
+                    // A Query inside an unfinished batch: the batch's node runs it, as a
+                    // server would run it after the batch.
+                    batch.bytes.append(frame);
+                    batch.ends_batch = true;
+                    if (auto end = co_await dispatch(batch); end != session_end::client_terminated)
+                        co_return end;
+                    batch = unit{};
+                } else {
+                    unit q;
+                    q.bytes.assign(frame);
+                    q.ends_batch = true;
+                    q.streamed = !whole;
+                    if (h.tag == 'F') {
+                        q.function_call = true;
+                    } else if (!whole) {
+                        q.unclassified = true;
+                    } else {
+                        q.query = true;
+                        auto body = rest.subspan(protocol::header_size, h.body_size());
+                        if (auto text = protocol::parse_query(body))
+                            q.text = *text;
+                        else
+                            q.unclassified = true;
+                    }
+                    if (auto end = co_await dispatch(q); end != session_end::client_terminated)
+                        co_return end;
+                    if (!whole) {
+                        skip = h.total() - have;
+                        skip_node = active_;
+                        links_[std::size_t(active_)].partial_write = true;
+                    }
+                }
+                pos += have;
+                continue;
+            }
+
+            // Extended protocol: collect the batch up to Sync or Flush.
+            unit::message m{h.tag, batch.bytes.size(), have, {}, 0};
+            auto body = rest.subspan(protocol::header_size,
+                                     std::min(h.body_size(), rest.size() - protocol::header_size));
+            if (h.tag == 'P' && whole) {
+                if (auto parsed = protocol::parse_parse(body)) {
+                    m.name = parsed->name;
+                    batch.parsed.emplace_back(std::string(parsed->name),
+                                              router::classify_one(parsed->query, policy()),
+                                              std::string(parsed->query));
+                } else {
+                    batch.unclassified = true;
+                }
+            } else if (h.tag == 'B') {
+                if (auto b = protocol::parse_bind_header(body))
+                    m.name = b->statement;
+                else
+                    batch.unclassified = true;
+            } else if ((h.tag == 'D' || h.tag == 'C') && whole) {
+                if (auto d = protocol::parse_describe_or_close(body)) {
+                    m.kind = d->kind;
+                    m.name = d->name;
+                }
+            } else if (h.tag == 'P') {
+                batch.unclassified = true;  // a Parse too large to read: primary
+            }
+            batch.messages.push_back(std::move(m));
+            batch.bytes.append(frame);
+            pos += have;
+            in_unit_ = true;
+            const bool sync = h.tag == 'S';
+            if (sync || h.tag == 'H' || !whole || batch.bytes.size() > max_routed_message) {
+                batch.ends_batch = sync;
+                batch.streamed = !whole;
+                if (auto end = co_await dispatch(batch); end != session_end::client_terminated)
+                    co_return end;
+                batch = unit{};
+                batch.continuation = !sync;
+                if (sync) in_unit_ = false;
+                if (!whole) {
+                    skip = h.total() - have;
+                    skip_node = unit_node_;
+                    links_[std::size_t(unit_node_)].partial_write = true;
+                }
             }
         }
-        if (pos > 0) {
-            auto [ec, n] =
-                co_await net::async_write(backend_->socket, net::buffer(buf.get(), pos), use_tuple);
-            if (ec) {
-                if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
-                co_return is_cancelled(ec) ? session_end::admin_shutdown
-                                           : session_end::backend_disconnected;
+        in.erase(0, pos);
+
+        // Read more from the client.
+        error_code ec;
+        std::size_t n = 0;
+        auto space = net::buffer(chunk.get(), relay_buffer_size);
+        const auto idle_limit = shared_.timeouts.client_idle;
+        if (idle_limit.count() > 0 && !in_unit_ && client_tx_status_ == 'I' &&
+            links_[std::size_t(active_)].queue.empty()) {
+            // Idle outside a transaction: the only wait that client_idle_limit bounds.
+            net::steady_timer t(client_.get_executor(), idle_limit);
+            auto r =
+                co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
+            if (r.index() == 1) {
+                end_detail_ = "terminating connection due to idle-session timeout";
+                co_return session_end::client_idle_timeout;
             }
+            std::tie(ec, n) = std::get<0>(r);
+        } else {
+            std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
         }
-        // A frame forwarded in part leaves the backend mid-message: never reset or pool it.
-        client_frame_open_ = skip > 0;
-        if (terminate) co_return session_end::client_terminated;
-        if (pos < filled) std::memmove(buf.get(), buf.get() + pos, filled - pos);
-        filled -= pos;
-        if (filled == relay_buffer_size) {
-            // Cannot happen: a partial header is at most 4 bytes. Guard anyway.
-            end_detail_ = "relay buffer full";
-            co_return session_end::internal_error;
+        if (ec) {
+            if (!is_cancelled(ec)) end_detail_ = ec.message();
+            co_return is_cancelled(ec) ? session_end::admin_shutdown
+                                       : session_end::client_disconnected;
         }
+        in.append(chunk.get(), n);
     }
 }
 
-// Backend messages stream through; ReadyForQuery, ParameterStatus and ErrorResponse are
-// looked at on the way (transaction status, parameters to replay, FATALs).
+net::awaitable<session_end> session::send_owed_lsn(backend_link& link) {
+    std::string out;
+    append_lsn_query(link, out, true);
+    auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+    if (ec) {
+        if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
+        co_return is_cancelled(ec) ? session_end::admin_shutdown
+                                   : session_end::backend_disconnected;
+    }
+    co_return session_end::client_terminated;
+}
+
+// Backend messages stream through from the node the session is reading; pgpilot's own
+// queries' answers are dropped on the way; ReadyForQuery, ParameterStatus and ErrorResponse are
+// looked at (transaction status, parameters to replay, FATALs).
 net::awaitable<session_end> session::backend_to_client() {
     auto buf = std::make_unique<std::byte[]>(relay_buffer_size);
     std::size_t filled = 0;
     std::uint64_t skip = 0;
+    bool skip_drop = false;
     for (;;) {
-        auto [ec, n] = co_await backend_->socket.async_read_some(
+        if (filled == 0 && skip == 0) reading_ = active_;  // switch nodes at a boundary
+        auto& link = links_[std::size_t(reading_)];
+        auto [ec, n] = co_await link.conn->socket.async_read_some(
             net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
         if (ec) {
-            if (!is_cancelled(ec)) end_detail_ = "read from backend: " + ec.message();
-            co_return is_cancelled(ec) ? session_end::admin_shutdown
-                                       : session_end::backend_disconnected;
+            if (is_cancelled(ec) && reading_ != active_) continue;  // switch_to() woke us
+            if (is_cancelled(ec)) co_return session_end::admin_shutdown;
+            if (link.queue.empty() && reading_ != tx_node_ && reading_ != active_ && filled == 0) {
+                // An idle connection the session no longer reads from closed: forget it.
+                log::info("s{} connection to node {} closed: {}", id_, reading_, ec.message());
+                link.conn.reset();
+                continue;
+            }
+            end_detail_ = "read from backend: " + ec.message();
+            co_return session_end::backend_disconnected;
         }
         filled += n;
         std::size_t pos = 0;
+        std::size_t out = 0;  // bytes [0, out) are kept for the client
+        auto keep = [&](std::size_t from, std::size_t len) {
+            if (out != from) std::memmove(buf.get() + out, buf.get() + from, len);
+            out += len;
+        };
         while (pos < filled) {
             if (skip > 0) {
-                auto take = std::min<std::uint64_t>(skip, filled - pos);
-                pos += std::size_t(take);
+                auto take = std::size_t(std::min<std::uint64_t>(skip, filled - pos));
+                if (!skip_drop) keep(pos, take);
+                pos += take;
                 skip -= take;
                 continue;
             }
@@ -484,59 +648,101 @@ net::awaitable<session_end> session::backend_to_client() {
                 end_detail_ = fmt::format("invalid message type {} from backend", int(h.tag));
                 co_return session_end::backend_protocol_violation;
             }
-            bool inspect = h.tag == 'Z' || h.tag == 'S' || h.tag == 'E';
+            using kind = backend_link::response::kind;
+            auto* front = link.queue.empty() ? nullptr : &link.queue.front();
+            const bool hidden = front && front->k != kind::client;
+            bool drop = hidden;
+            if (front && !hidden) {
+                if (h.tag == '1' && front->swallow_parse > 0) {
+                    --front->swallow_parse;
+                    drop = true;
+                } else if (h.tag == '3' && front->swallow_close > 0) {
+                    --front->swallow_close;
+                    drop = true;
+                }
+            }
+            if (h.tag == 'G' && front && front->extended && front->synced) link.absorb_sync = true;
+            const bool inspect = h.tag == 'Z' || h.tag == 'S' || h.tag == 'E' ||
+                                 (h.tag == 'D' && front && front->k == kind::lsn);
             if (inspect && h.total() <= relay_buffer_size) {
                 if (rest.size() < h.total()) break;  // wait for the whole (small) frame
                 auto body = rest.subspan(protocol::header_size, h.body_size());
                 if (h.tag == 'Z') {
-                    if (pending_ > 0) --pending_;
-                    backend_->tx_status = protocol::parse_ready_for_query(body).value_or('I');
+                    const char status = protocol::parse_ready_for_query(body).value_or('I');
+                    link.conn->tx_status = status;
+                    if (front) {
+                        // The client's ReadyForQuery: its own, or the one of the WAL position
+                        // query pgpilot ran right after its write (same status, and the
+                        // client must not go on before the position is known).
+                        drop = front->k == kind::hidden || front->replace_ready ||
+                               (front->k == kind::lsn && !front->forward_ready);
+                        link.queue.pop_front();
+                    }
+                    if (!drop) on_client_ready(status);
                 } else if (h.tag == 'S') {
                     if (auto p = protocol::parse_parameter_status(body))
-                        backend_->set_parameter(p->first, p->second);
+                        link.conn->set_parameter(p->first, p->second);
+                } else if (h.tag == 'D') {
+                    if (auto v = protocol::parse_data_row_first(body); v && *v) {
+                        if (auto lsn = router::parse_lsn(**v)) {
+                            session_lsn_ = std::max(session_lsn_, *lsn);
+                            shared_.written_lsn.advance(*lsn);
+                        }
+                    }
                 } else if (auto e = protocol::parse_error_response(body)) {
-                    if (e->severity == "FATAL" || e->severity == "PANIC")
+                    if (hidden)
+                        log::debug("s{} node {}: pgpilot's own statement failed: {}", id_, reading_,
+                                   e->message);
+                    else if (e->severity == "FATAL" || e->severity == "PANIC")
                         backend_sent_fatal_ = true;
                 }
+                if (!drop) keep(pos, h.total());
                 pos += h.total();
             } else if (rest.size() >= h.total()) {
+                if (!drop) keep(pos, h.total());
                 pos += h.total();
             } else {
+                if (!drop) keep(pos, rest.size());
                 skip = h.total() - rest.size();
+                skip_drop = drop;
                 pos = filled;
             }
         }
-        if (pos > 0) {
+        if (out > 0) {
+            while (local_writing_)
+                co_await local_done_.async_wait(use_tuple);
             client_at_boundary_ = false;
             auto [wec, wn] =
-                co_await net::async_write(client_, net::buffer(buf.get(), pos), use_tuple);
+                co_await net::async_write(client_, net::buffer(buf.get(), out), use_tuple);
             if (wec) {
                 if (!is_cancelled(wec)) end_detail_ = "write to client: " + wec.message();
                 co_return is_cancelled(wec) ? session_end::admin_shutdown
                                             : session_end::client_disconnected;
             }
-            client_at_boundary_ = skip == 0;
+            client_at_boundary_ = skip == 0 || skip_drop;
         }
         if (pos < filled) std::memmove(buf.get(), buf.get() + pos, filled - pos);
         filled -= pos;
+        if (link.queue.empty()) drained_.cancel();
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The end
 
-bool session::backend_clean() const {
-    return backend_ && pending_ == 0 && !unsynced_ && !client_frame_open_ && !backend_sent_fatal_;
+bool session::link_clean(const backend_link& link) const {
+    return link.conn && link.queue.empty() && !link.partial_write && !backend_sent_fatal_ &&
+           !in_unit_;
 }
 
-net::awaitable<bool> session::reset_backend() {
+net::awaitable<bool> session::reset_backend(ha::backend_connection& conn) {
     // DISCARD ALL cannot run in a transaction block, and a multi-statement Query is one
     // implicit block: abort first, as its own Query.
-    if (backend_->tx_status != 'I') {
-        auto q = co_await ha::simple_query(*backend_, "ABORT");
+    if (conn.tx_status != 'I') {
+        auto q = co_await ha::simple_query(conn, "ABORT");
         if (q.io || q.tx_status != 'I') co_return false;
     }
-    auto q = co_await ha::simple_query(*backend_, "DISCARD ALL");
+    auto q = co_await ha::simple_query(conn, "DISCARD ALL");
     co_return !q.io && !q.error && q.tx_status == 'I';
 }
 
@@ -580,7 +786,7 @@ net::awaitable<void> session::finish(session_end end) {
     client_.shutdown(net::socket_base::shutdown_both, ignored);
     client_.close(ignored);
 
-    // From here on the client's cancel key must not reach the backend: it is being reset or
+    // From here on the client's cancel key must not reach a backend: it is being reset or
     // closed, and a late cancel would hit DISCARD ALL or the next session's query.
     if (proxy_pid_ != 0) shared_.cancels.release(proxy_pid_);
     if (holds_slot_) {
@@ -592,34 +798,36 @@ net::awaitable<void> session::finish(session_end end) {
     if (end == session_end::backend_disconnected && !backend_sent_fatal_)
         shared_.registry.request_detect();
 
-    // The backend connection goes back to the pool only when the client left it idle and the
+    // A backend connection goes back to the pool only when the client left it idle and the
     // reset succeeds; anything else (a query in flight, a broken connection) closes it.
-    bool pooled = false;
-    if (backend_) {
-        bool client_left = end == session_end::client_terminated ||
-                           end == session_end::client_disconnected ||
-                           end == session_end::client_idle_timeout;
-        if (client_left && backend_clean()) {
+    const bool client_left = end == session_end::client_terminated ||
+                             end == session_end::client_disconnected ||
+                             end == session_end::client_idle_timeout;
+    int pooled = 0;
+    for (auto& link : links_) {
+        if (!link.conn) continue;
+        if (client_left && link_clean(link)) {
             net::steady_timer t(client_.get_executor(), shared_.timeouts.reset);
-            auto r = co_await (reset_backend() || t.async_wait(use_tuple));
-            if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load()) {
-                pooled = worker_.pool.put(pool_key_, std::move(backend_),
-                                          std::size_t(shared_.settings.pool.max_pool));
-            }
-        } else if (client_left && pending_ > 0) {
+            auto r = co_await (reset_backend(*link.conn) || t.async_wait(use_tuple));
+            if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load() &&
+                worker_.pool.put(link.pool_key, std::move(link.conn),
+                                 std::size_t(shared_.settings.pool.max_pool)))
+                ++pooled;
+        } else if (client_left && !link.queue.empty()) {
             // The client went away mid-query: stop the backend's work too.
             net::steady_timer t(client_.get_executor(), shared_.timeouts.goodbye);
-            co_await (ha::send_cancel(backend_->address, backend_->pid, backend_->key) ||
+            co_await (ha::send_cancel(link.conn->address, link.conn->pid, link.conn->key) ||
                       t.async_wait(use_tuple));
         }
-        if (backend_) {
-            backend_->socket.close(ignored);
-            backend_.reset();
+        if (link.conn) {
+            link.conn->socket.close(ignored);
+            link.conn.reset();
         }
     }
     bool expected = end == session_end::client_terminated || end == session_end::cancel_request;
     if (expected)
-        log::debug("s{} ended: {}{}", id_, to_string(end), pooled ? " (backend pooled)" : "");
+        log::debug("s{} ended: {}{}", id_, to_string(end),
+                   pooled ? fmt::format(" ({} backend connection(s) pooled)", pooled) : "");
     else
         log::info("s{} ended: {}{}{}", id_, to_string(end), end_detail_.empty() ? "" : ": ",
                   end_detail_);

@@ -4,13 +4,18 @@
 
 #include <boost/asio.hpp>
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "ha/connector.hpp"
 #include "ha/frame_io.hpp"
 #include "proxy/context.hpp"
+#include "router/classify.hpp"
+#include "router/session_route.hpp"
 
 namespace pgpilot::proxy {
 
@@ -35,6 +40,52 @@ enum class session_end {
 
 const char* to_string(session_end);
 
+/// One backend connection of a session and what pgpilot knows of its state.
+struct backend_link {
+    std::unique_ptr<ha::backend_connection> conn;
+    std::string pool_key;
+    /// Responses still to come, oldest first; one entry per ReadyForQuery expected.
+    struct response {
+        enum class kind : std::uint8_t { client, hidden, lsn };
+        kind k = kind::client;
+        std::uint16_t swallow_parse = 0;  ///< ParseComplete of Parses pgpilot injected
+        std::uint16_t swallow_close = 0;  ///< CloseComplete of Closes pgpilot injected
+        bool replace_ready = false;       ///< the following lsn entry's ReadyForQuery stands in
+        bool forward_ready = false;       ///< lsn: its ReadyForQuery goes to the client
+        bool extended = false;            ///< client: an extended-protocol batch
+        bool synced = false;              ///< client, extended: its Sync was sent
+    };
+    std::deque<response> queue;
+    std::size_t settings_applied = 0;  ///< entries of the session's set log run here
+    /// Prepared statements this connection holds: name -> serial of the Parse it ran.
+    std::unordered_map<std::string, std::uint64_t> statements;
+    bool partial_write = false;  ///< a client message was forwarded here only in part
+    std::chrono::steady_clock::time_point retry_after{};  ///< after a failed connect
+    ha::connect_failure failure;                          ///< why the last connect failed
+    /// A WAL position query is owed once the client's unit is complete on this connection.
+    enum class deferred_lsn : std::uint8_t { none, after_stream, after_copy_done, after_copy_sync };
+    deferred_lsn lsn_owed = deferred_lsn::none;
+    /// The server ignores Sync during COPY FROM STDIN in extended mode; the client's next Sync
+    /// (after CopyDone) is the one it answers: it belongs to the batch that started the COPY.
+    bool absorb_sync = false;
+};
+
+/// A statement that changed session state outside a transaction (SET, RESET, DISCARD...).
+struct session_setting {
+    std::string text;
+    /// What running it does to prepared statements: "" nothing, "*" drops them all, else the
+    /// name of the one it drops.
+    std::string drops;
+};
+
+/// A prepared statement the client created with Parse.
+struct prepared_statement {
+    std::string parse_frame;  ///< the whole Parse message, to run it again elsewhere
+    router::statement_info info;
+    std::string text;
+    std::uint64_t serial = 0;
+};
+
 /// A client session. Owned by a shared_ptr held by its worker and its coroutine.
 class session : public std::enable_shared_from_this<session> {
   public:
@@ -56,12 +107,35 @@ class session : public std::enable_shared_from_this<session> {
     net::awaitable<session_end> client_to_backend();
     net::awaitable<session_end> backend_to_client();
     net::awaitable<void> finish(session_end end);
-    net::awaitable<bool> reset_backend();
+    net::awaitable<bool> reset_backend(ha::backend_connection& conn);
+
+    // Routing (proxy/route.cpp).
+    struct unit;
+    net::awaitable<session_end> dispatch(unit& u);
+    void classify_unit(unit& u) const;
+    net::awaitable<std::optional<int>> choose_node(unit& u, bool& moved_transaction);
+    net::awaitable<std::optional<int>> read_node(bool& waited);
+    net::awaitable<bool> ensure_link(int node);
+    net::awaitable<void> wait_drained();
+    void switch_to(int node);
+    void build_prefix(int node, bool move_transaction, std::string& out);
+    void inject_statements(int node, unit& u, std::string& out);
+    void after_dispatch(const unit& u, int node);
+    net::awaitable<session_end> answer_locally(std::string response);
+    /// Appends the WAL position query owed on `link` to `out`, if the client's unit is still
+    /// waiting for its ReadyForQuery, the query's stands in for it.
+    void append_lsn_query(backend_link& link, std::string& out, bool replaces_ready);
+    net::awaitable<session_end> send_owed_lsn(backend_link& link);
+    std::string show_pool_nodes() const;
+    std::optional<int> current_primary() const;
+    /// A ReadyForQuery went to the client: the transaction state it carries.
+    void on_client_ready(char status);
+    router::function_policy policy() const;
 
     /// Sends a whole message (our own errors, authentication requests...) to the client.
     net::awaitable<error_code> send_client(std::string_view bytes);
     net::awaitable<void> send_fatal(std::string_view sqlstate, std::string message);
-    bool backend_clean() const;
+    bool link_clean(const struct backend_link& link) const;
 
     worker& worker_;
     shared_state& shared_;
@@ -74,23 +148,79 @@ class session : public std::enable_shared_from_this<session> {
     ha::startup_params params_;
     std::string user_;
     std::string database_;
+    std::string application_name_;
     std::optional<std::string> backend_password_;
 
     // The client's identity for cancellation.
     std::uint32_t proxy_pid_ = 0;
     std::uint32_t proxy_key_ = 0;
 
-    std::unique_ptr<ha::backend_connection> backend_;
-    std::string pool_key_;
+    /// One connection per node the session uses, by node id; connected on first use.
+    std::vector<backend_link> links_;
+    int active_ = -1;   ///< the node the last unit went to; its responses are being relayed
+    int reading_ = -1;  ///< the node backend_to_client reads from (active_ once at a boundary)
+    int lb_node_ = -1;  ///< the session's read node (statement_level: none kept)
+    int tx_node_ = -1;  ///< the node the client's open transaction runs on
+    char client_tx_status_ = 'I';  ///< from the last ReadyForQuery the client got
+    router::session_route_state route_;
+    bool tx_wrote_ = false;
+    std::uint64_t session_lsn_ = 0;  ///< the WAL position of this session's last write
+    std::uint64_t statement_serial_ = 0;
+    /// Statements that change session state, run outside a transaction, in order: every node
+    /// the session uses runs them before its first unit there.
+    std::vector<session_setting> set_log_;
+    /// The statements that opened the current transaction and changed its state (BEGIN,
+    /// SAVEPOINT, SET LOCAL...), replayed on the primary when the transaction moves there.
+    std::vector<std::string> tx_log_;
+    /// Prepared statements (protocol level) the client has, by name ("" = unnamed).
+    std::unordered_map<std::string, prepared_statement> prepared_;
 
-    // Relay state, written by the two directions of the relay (same thread).
-    std::size_t pending_ = 0;          ///< Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
-    bool unsynced_ = false;            ///< extended-query messages sent since the last Sync
-    bool client_frame_open_ = false;   ///< a client message was forwarded only in part
+    /// Wakes client_to_backend when the active node's responses have all reached the client.
+    net::steady_timer drained_;
+    bool local_writing_ = false;  ///< client_to_backend writes a local answer to the client
+    net::steady_timer local_done_;
+
+    // Relay state.
+    bool in_unit_ = false;  ///< an extended-protocol batch is open (no Sync yet)
+    int unit_node_ = -1;    ///< where the open batch goes
+    /// The statements of the open batch so far (a batch split by Flush is one transaction
+    /// step: whether it wrote decides the WAL position query after its Sync).
+    std::vector<router::statement_info> batch_infos_;
     bool client_at_boundary_ = true;   ///< what the client received ends on a message boundary
-    bool backend_sent_fatal_ = false;  ///< the backend told the client FATAL itself
     std::string end_detail_;           ///< human text for the log / client error
     bool holds_slot_ = false;          ///< holds one of max_client_connections
+    bool backend_sent_fatal_ = false;  ///< a backend told the client FATAL itself
+};
+
+/// One routing unit of client traffic: a Query, a FunctionCall, or an extended-protocol batch
+/// (up to Sync, or the part before a Flush), with what routing needs to know about it.
+struct session::unit {
+    struct message {
+        char tag = 0;
+        std::size_t offset = 0;  ///< where it starts in bytes
+        std::size_t size = 0;    ///< its bytes in `bytes` (all of it unless streamed)
+        std::string name;        ///< P: statement; B: statement; D/C: statement or portal
+        char kind = 0;           ///< D/C: 'S' or 'P'
+    };
+    struct parse {
+        std::string name;
+        router::statement_info info;
+        std::string text;
+    };
+    std::string bytes;              ///< the client's messages, as received
+    std::vector<message> messages;  ///< extended protocol, in order
+    std::vector<parse> parsed;      ///< the batch's Parse messages, in order
+    std::string_view text;          ///< Query: the SQL text (a view into bytes' source)
+    bool query = false;             ///< a simple Query with text
+    bool function_call = false;     ///< FunctionCall: primary
+    bool unclassified = false;      ///< too large or unreadable to classify: primary
+    bool ends_batch = false;        ///< a ReadyForQuery answers it
+    bool streamed = false;          ///< its last message streams on after these bytes
+    bool copy_in = false;           ///< may start COPY FROM STDIN
+    bool continuation = false;      ///< the rest of a batch already sent in part (after Flush)
+    // Filled by classify_unit():
+    std::vector<router::statement_info> infos;  ///< the statements it runs (or parses)
+    router::unit_summary summary;
 };
 
 /// Starts a session on a worker (the socket's executor must be the worker's).

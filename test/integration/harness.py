@@ -433,7 +433,7 @@ def _load_libpq():
         "PQsendQuery": ([P, S], I), "PQgetResult": ([P], P), "PQisBusy": ([P], I),
         "PQconsumeInput": ([P], I), "PQnotifies": ([P], ctypes.POINTER(_PGnotify)),
         "PQfreemem": ([P], None), "PQgetCancel": ([P], P), "PQfreeCancel": ([P], None),
-        "PQcancel": ([P, S, I], I),
+        "PQcancel": ([P, S, I], I), "PQfname": ([P, I], S),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -468,6 +468,7 @@ class Result:
         self.rows = [tuple(None if libpq.PQgetisnull(res, r, c) else _text(libpq.PQgetvalue(res, r, c))
                            for c in range(libpq.PQnfields(res)))
                      for r in range(libpq.PQntuples(res))]
+        self.columns = [_text(libpq.PQfname(res, c)) for c in range(libpq.PQnfields(res))]
 
     @property
     def ok(self):

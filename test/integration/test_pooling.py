@@ -11,12 +11,15 @@ from harness import Connection, check, check_equal, pgpilot_only
 # Each worker thread keeps its own idle backend connections: with one worker,
 # the second client is sure to find the first one's backend.
 ONE_WORKER = {"workers": 1}
+# These tests look at one backend connection: keep reads on the primary too (load balancing
+# and pooled standby connections are covered by test_routing.py).
+NO_LB = {"enabled": False}
 RETURN_TO_POOL_S = 0.3  # time for pgpilot to see the close and reset the backend
 
 
 @pgpilot_only
 def test_backend_reused_and_reset(env):
-    with env.pgpilot(server=ONE_WORKER) as px:
+    with env.pgpilot(server=ONE_WORKER, load_balance=NO_LB) as px:
         with Connection(px.port) as first:
             first_pid = first.scalar("SELECT pg_backend_pid()")
             default_search_path = first.scalar("SHOW search_path")
@@ -34,7 +37,7 @@ def test_backend_reused_and_reset(env):
 
 @pgpilot_only
 def test_different_user_gets_another_backend(env):
-    with env.pgpilot(server=ONE_WORKER, auth={"method": "trust", "backend_password": "secret"}) as px:
+    with env.pgpilot(server=ONE_WORKER, load_balance=NO_LB, auth={"method": "trust", "backend_password": "secret"}) as px:
         with Connection(px.port) as first:
             first_pid = first.scalar("SELECT pg_backend_pid()")
         time.sleep(RETURN_TO_POOL_S)

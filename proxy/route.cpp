@@ -1,0 +1,571 @@
+// The routing half of a session: where each unit of client traffic goes, bringing the chosen
+// backend connection to the session's state first, and what a unit changes in that state.
+// docs/routing.md describes the behaviour; router/ holds the pure decisions.
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <random>
+
+#include "ha/log.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/sqlstate.hpp"
+#include "proxy/session.hpp"
+#include "router/balance.hpp"
+#include "router/sql_lexer.hpp"
+
+namespace pgpilot::proxy {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+using response = backend_link::response;
+
+double uniform() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+std::string upper(std::string_view s) {
+    std::string u(s);
+    for (auto& c : u)
+        c = char(std::toupper(static_cast<unsigned char>(c)));
+    return u;
+}
+
+/// What running a session-state statement does to prepared statements.
+std::string drops_of(const router::statement_info& info, std::string_view text) {
+    if (!info.deallocate_name.empty()) return info.deallocate_name;
+    const auto u = upper(text);
+    const auto d = u.find("DISCARD");
+    if (d != std::string::npos && u.find("ALL", d) != std::string::npos) return "*";
+    return {};
+}
+
+void apply_drops(backend_link& link, const std::string& drops) {
+    if (drops == "*")
+        link.statements.clear();
+    else if (!drops.empty())
+        link.statements.erase(drops);
+}
+
+/// "SHOW POOL_NODES" with any case, spacing and a trailing semicolon.
+bool is_show_pool_nodes(std::string_view text) {
+    if (text.size() > 256 || upper(text).find("POOL_NODES") == std::string::npos) return false;
+    router::lexed_query q(text);
+    const auto& statements = q.statements();
+    if (statements.size() != 1) return false;
+    const auto& t = statements[0].tokens;
+    return t.size() == 2 && t[0].upper == "SHOW" && t[1].upper == "POOL_NODES";
+}
+
+}  // namespace
+
+router::function_policy session::policy() const {
+    const auto& lb = shared_.settings.load_balance;
+    router::function_policy p;
+    p.write_functions = lb.write_functions;
+    p.read_only_functions = lb.read_only_functions;
+    if (auto names = shared_.volatiles.find(database_))
+        p.is_volatile = [names](std::string_view name) {
+            return names->contains(std::string(name));
+        };
+    return p;
+}
+
+void session::on_client_ready(char status) {
+    client_tx_status_ = status;
+    if (status == 'I') {
+        if (tx_node_ >= 0 && tx_wrote_) route_.wrote_in_transaction = true;
+        tx_node_ = -1;
+        tx_wrote_ = false;
+        tx_log_.clear();
+        route_.in_transaction = false;
+        route_.transaction_failed = false;
+        route_.transaction_on_primary = false;
+        route_.transaction_read_only = false;
+        return;
+    }
+    route_.in_transaction = true;
+    route_.transaction_failed = status == 'E';
+    if (tx_node_ < 0) {
+        tx_node_ = reading_;
+        route_.transaction_on_primary = current_primary() == reading_;
+    }
+}
+
+net::awaitable<void> session::wait_drained() {
+    while (active_ >= 0 && !links_[std::size_t(active_)].queue.empty()) {
+        drained_.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await drained_.async_wait(use_tuple);
+        // Woken by backend_to_client (or by shutdown: the next await throws then).
+    }
+}
+
+void session::switch_to(int node) {
+    if (node == active_) return;
+    const int old = active_;
+    active_ = node;
+    auto& conn = *links_[std::size_t(node)].conn;
+    shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{conn.address, conn.pid, conn.key});
+    // backend_to_client waits on the old node's socket: wake it to read the new one.
+    if (old >= 0 && reading_ == old && links_[std::size_t(old)].conn) {
+        error_code ignored;
+        links_[std::size_t(old)].conn->socket.cancel(ignored);
+    }
+}
+
+// A standby for a read, or the primary when none may serve it (consistency, lag, weights).
+net::awaitable<std::optional<int>> session::read_node(bool& waited) {
+    const auto& lb = shared_.settings.load_balance;
+    auto snapshot = shared_.registry.snapshot();
+    const auto now = std::chrono::steady_clock::now();
+    auto usable = [&](int id) {
+        return id >= 0 && std::size_t(id) < snapshot->nodes.size() &&
+               router::readable(snapshot->nodes[std::size_t(id)], lb) &&
+               now >= links_[std::size_t(id)].retry_after;
+    };
+    int node = lb.statement_level ? -1 : lb_node_;
+    if (!usable(node)) {
+        auto chosen = router::choose_read_node(*snapshot, lb, database_, application_name_,
+                                               uniform(), uniform());
+        node = chosen && usable(*chosen) ? *chosen : -1;
+        if (!lb.statement_level) lb_node_ = node;
+    }
+    if (node < 0) co_return current_primary();
+
+    std::uint64_t required = 0;
+    switch (lb.consistency) {
+        case config::consistency_mode::global:
+            required = shared_.written_lsn.get();
+            break;
+        case config::consistency_mode::session:
+            required = session_lsn_;
+            break;
+        case config::consistency_mode::eventual:
+            break;
+    }
+    if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) co_return node;
+
+    // Behind: give it consistency_wait_ms to catch up (asking ha/ for a fresh replay position
+    // at once rather than at the next period), then read from the primary.
+    waited = true;
+    if (lb.consistency_wait_ms > 0) shared_.registry.request_replication_check();
+    const auto deadline =
+        now + std::chrono::microseconds(std::int64_t(lb.consistency_wait_ms * 1000));
+    net::steady_timer t(client_.get_executor());
+    while (std::chrono::steady_clock::now() < deadline) {
+        t.expires_after(std::chrono::milliseconds(1));
+        co_await t.async_wait(use_tuple);
+        snapshot = shared_.registry.snapshot();
+        if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) co_return node;
+    }
+    log::debug("s{} node {} has not replayed {} yet: reading from the primary", id_, node,
+               router::format_lsn(required));
+    co_return current_primary();
+}
+
+void session::classify_unit(unit& u) const {
+    std::vector<router::statement_info> infos;
+    if (u.function_call || u.unclassified) {
+        infos.emplace_back();  // unknown: the primary
+    } else if (u.query) {
+        infos = router::classify(u.text, policy());
+    } else {
+        for (const auto& p : u.parsed)
+            infos.push_back(p.info);
+        for (const auto& m : u.messages) {
+            if (m.tag != 'B' && !(m.tag == 'D' && m.kind == 'S')) continue;
+            const bool parsed_here = std::any_of(u.parsed.begin(), u.parsed.end(),
+                                                 [&](const auto& p) { return p.name == m.name; });
+            if (parsed_here) continue;
+            auto it = prepared_.find(m.name);
+            if (it != prepared_.end())
+                infos.push_back(it->second.info);
+            else
+                infos.emplace_back();  // unknown statement: the primary says what is wrong
+        }
+    }
+    // SQL PREPARE/EXECUTE: statements prepared with SQL live on the primary only.
+    for (auto& i : infos)
+        if (!i.prepare_name.empty() || !i.execute_name.empty())
+            i.cls = router::statement_class::write;
+    u.summary = router::summarize(infos);
+    u.infos = std::move(infos);
+    // COPY ... FROM STDIN (a false positive only delays pgpilot's WAL position query).
+    auto copies_in = [](std::string_view text) {
+        const auto t = upper(text.substr(0, 4096));
+        return t.find("COPY") != std::string::npos && t.find("STDIN") != std::string::npos;
+    };
+    if (u.query) u.copy_in = copies_in(u.text);
+    for (const auto& p : u.parsed)
+        u.copy_in = u.copy_in || copies_in(p.text);
+    for (const auto& m : u.messages)
+        if (m.tag == 'B')
+            if (auto it = prepared_.find(m.name); it != prepared_.end())
+                u.copy_in = u.copy_in || copies_in(it->second.text);
+}
+
+net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_transaction) {
+    move_transaction = false;
+    auto primary = current_primary();
+    if (!primary) co_return std::nullopt;
+    const auto& summary = u.summary;
+    switch (router::decide_route(summary, route_, shared_.settings.load_balance)) {
+        case router::route_target::primary:
+            move_transaction = route_.in_transaction && tx_node_ != *primary;
+            co_return primary;
+        case router::route_target::transaction_node:
+            co_return tx_node_ >= 0 ? tx_node_ : active_;
+        case router::route_target::current:
+            co_return active_ >= 0 && links_[std::size_t(active_)].conn ? active_ : *primary;
+        case router::route_target::read_node: {
+            bool waited = false;
+            co_return co_await read_node(waited);
+        }
+    }
+    co_return primary;
+}
+
+// Before the client's unit: what the connection must run first so that the client cannot
+// tell it from the one it used before (pgpilot's own statements; their answers are dropped).
+void session::build_prefix(int node, bool move_transaction, std::string& out) {
+    auto& link = links_[std::size_t(node)];
+    auto hidden = [&](std::string_view sql) {
+        protocol::append_query(out, sql);
+        link.queue.push_back(response{response::kind::hidden});
+    };
+    // A transaction left open here when the client's transaction moved elsewhere.
+    if (link.conn->tx_status != 'I' && node != tx_node_) {
+        hidden("ROLLBACK");
+        link.conn->tx_status = 'I';
+    }
+    for (; link.settings_applied < set_log_.size(); ++link.settings_applied) {
+        const auto& s = set_log_[link.settings_applied];
+        hidden(s.text);
+        apply_drops(link, s.drops);
+    }
+    if (move_transaction) {
+        for (const auto& s : tx_log_)
+            hidden(s);
+        log::debug("s{} transaction moves from node {} to node {}", id_, tx_node_, node);
+        tx_node_ = node;
+        route_.transaction_on_primary = true;
+    }
+}
+
+// The unit's messages, with Parses (and Closes of stale statements) pgpilot adds where the
+// client binds a statement this connection does not have.
+void session::inject_statements(int node, unit& u, std::string& out) {
+    auto& link = links_[std::size_t(node)];
+    auto& entry = link.queue.back();
+    std::size_t copied = 0;
+    std::size_t parse_index = 0;
+    std::vector<std::string> parsed_here;
+    auto stale = [&](const std::string& name) {
+        auto have = link.statements.find(name);
+        if (have == link.statements.end() || name.empty()) return false;
+        auto it = prepared_.find(name);
+        return it == prepared_.end() || it->second.serial != have->second;
+    };
+    auto close_stale = [&](const std::string& name) {
+        if (!stale(name)) return;
+        protocol::append_close(out, 'S', name);
+        ++entry.swallow_close;
+        link.statements.erase(name);
+    };
+    for (const auto& m : u.messages) {
+        if (m.tag == 'P' && parse_index < u.parsed.size()) {
+            const auto& p = u.parsed[parse_index++];
+            out.append(u.bytes, copied, m.offset - copied);
+            copied = m.offset;
+            close_stale(p.name);
+            const auto serial = ++statement_serial_;
+            prepared_[p.name] =
+                prepared_statement{u.bytes.substr(m.offset, m.size), p.info, p.text, serial};
+            link.statements[p.name] = serial;
+            parsed_here.push_back(p.name);
+        } else if (m.tag == 'B' || (m.tag == 'D' && m.kind == 'S')) {
+            if (std::find(parsed_here.begin(), parsed_here.end(), m.name) != parsed_here.end())
+                continue;
+            auto it = prepared_.find(m.name);
+            if (it == prepared_.end()) continue;
+            auto have = link.statements.find(m.name);
+            if (have != link.statements.end() && have->second == it->second.serial) continue;
+            out.append(u.bytes, copied, m.offset - copied);
+            copied = m.offset;
+            close_stale(m.name);
+            out += it->second.parse_frame;
+            ++entry.swallow_parse;
+            link.statements[m.name] = it->second.serial;
+            parsed_here.push_back(m.name);
+        } else if (m.tag == 'C' && m.kind == 'S') {
+            prepared_.erase(m.name);
+            link.statements.erase(m.name);
+        }
+    }
+    out.append(u.bytes, copied, std::string::npos);
+}
+
+// What a unit changes in the session: writes seen, pins, the statements to replay elsewhere.
+void session::after_dispatch(const unit& u, int node) {
+    const auto& s = u.summary;
+    const auto primary = current_primary();
+    if (s.cls == router::statement_class::read) {
+        shared_.select_count[std::size_t(node)].fetch_add(1, std::memory_order_relaxed);
+    }
+    const bool wrote =
+        (s.cls == router::statement_class::write || s.cls == router::statement_class::unknown) &&
+        primary == node;
+    if (wrote) {
+        route_.wrote = true;
+        if (route_.in_transaction || s.opens_transaction) tx_wrote_ = true;
+    }
+    if (s.pins_session || (s.pins_to_primary && !s.opens_transaction && !route_.in_transaction))
+        route_.pinned = true;
+    if (s.opens_transaction)
+        route_.transaction_read_only = s.read_only_transaction && !s.pins_to_primary;
+
+    // Session-state statements: into the transaction's log, or the session's.
+    std::vector<std::pair<const router::statement_info*, std::string_view>> executed;
+    if (u.query) {
+        bool any = std::any_of(u.infos.begin(), u.infos.end(), [](const auto& i) {
+            return i.cls == router::statement_class::session_state;
+        });
+        if (!any) return;
+        auto texts = router::split_statements(u.text);
+        if (texts.size() != u.infos.size()) {
+            log::warning(
+                "s{} could not split a query into its statements; its SET/BEGIN "
+                "statements will not be replayed on other nodes",
+                id_);
+            return;
+        }
+        for (std::size_t i = 0; i < texts.size(); ++i)
+            executed.emplace_back(&u.infos[i], texts[i]);
+    } else {
+        for (const auto& m : u.messages) {
+            if (m.tag != 'B') continue;
+            auto it = prepared_.find(m.name);
+            if (it != prepared_.end()) executed.emplace_back(&it->second.info, it->second.text);
+        }
+    }
+    bool open = route_.in_transaction;
+    auto& link = links_[std::size_t(node)];
+    for (const auto& [info, text] : executed) {
+        if (info->cls != router::statement_class::session_state) continue;
+        if (info->begins_transaction) {
+            tx_log_.clear();
+            tx_log_.emplace_back(text);
+            open = true;
+        } else if (info->ends_transaction) {
+            open = false;
+        } else if (open) {
+            tx_log_.emplace_back(text);
+        } else {
+            session_setting setting{std::string(text), drops_of(*info, text)};
+            // The same statement again only moves to the end (applications that SET the same
+            // thing for every request must not grow the log).
+            std::erase_if(set_log_, [&](const auto& e) { return e.text == setting.text; });
+            apply_drops(link, setting.drops);
+            set_log_.push_back(std::move(setting));
+            for (auto& other : links_)
+                other.settings_applied = std::min(other.settings_applied, set_log_.size() - 1);
+            link.settings_applied = set_log_.size();
+        }
+    }
+}
+
+void session::append_lsn_query(backend_link& link, std::string& out, bool replaces_ready) {
+    link.lsn_owed = backend_link::deferred_lsn::none;
+    response r{response::kind::lsn};
+    // The client's entry is the last one unless its ReadyForQuery already arrived (a COPY
+    // that failed early): then the query only records the position.
+    if (replaces_ready && !link.queue.empty() && link.queue.back().k == response::kind::client) {
+        link.queue.back().replace_ready = true;
+        r.forward_ready = true;
+    }
+    protocol::append_query(out, "SELECT pg_catalog.pg_current_wal_lsn()");
+    link.queue.push_back(r);
+}
+
+net::awaitable<session_end> session::answer_locally(std::string response_bytes) {
+    co_await wait_drained();
+    local_writing_ = true;
+    auto ec = co_await send_client(response_bytes);
+    local_writing_ = false;
+    local_done_.cancel();
+    co_return ec ? session_end::client_disconnected : session_end::client_terminated;
+}
+
+std::string session::show_pool_nodes() const {
+    static constexpr std::string_view columns[] = {"node_id",
+                                                   "hostname",
+                                                   "port",
+                                                   "status",
+                                                   "pg_status",
+                                                   "lb_weight",
+                                                   "role",
+                                                   "pg_role",
+                                                   "select_cnt",
+                                                   "load_balance_node",
+                                                   "replication_delay",
+                                                   "replication_state",
+                                                   "replication_sync_state",
+                                                   "last_status_change"};
+    auto snapshot = shared_.registry.snapshot();
+    double total_weight = 0;
+    for (const auto& n : snapshot->nodes)
+        total_weight += n.weight;
+    std::string out;
+    protocol::append_text_row_description(out, columns);
+    for (const auto& n : snapshot->nodes) {
+        const bool up = n.status == router::node_status::up;
+        std::string status = up ? "up" : router::to_string(n.status);
+        std::string changed;
+        if (n.last_status_change.time_since_epoch().count() != 0) {
+            const auto t = std::chrono::system_clock::to_time_t(n.last_status_change);
+            std::tm tm{};
+            localtime_r(&t, &tm);
+            char buf[32];
+            std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+            changed = buf;
+        }
+        const std::string role = router::to_string(n.role);
+        std::optional<std::string> values[] = {
+            std::to_string(n.id),
+            n.host,
+            std::to_string(n.port),
+            status,
+            status,
+            fmt::format("{:.6f}", total_weight > 0 ? n.weight / total_weight : 0.0),
+            role,
+            role,
+            std::to_string(shared_.select_count[std::size_t(n.id)].load()),
+            (lb_node_ == n.id) ? "true" : "false",
+            n.role == router::node_role::standby ? std::to_string(n.lag_bytes) : "0",
+            n.replication_state,
+            n.replication_sync_state,
+            changed};
+        protocol::append_text_data_row(out, values);
+    }
+    protocol::append_command_complete(out, fmt::format("SELECT {}", snapshot->nodes.size()));
+    protocol::append_ready_for_query(out, client_tx_status_);
+    return out;
+}
+
+net::awaitable<session_end> session::dispatch(unit& u) {
+    if (u.query && is_show_pool_nodes(u.text)) co_return co_await answer_locally(show_pool_nodes());
+
+    // The Sync after an extended-protocol COPY FROM STDIN: it completes the batch that started
+    // the COPY (the server ignored that batch's own Sync).
+    if (!u.continuation && u.messages.size() == 1 && u.messages[0].tag == 'S' && active_ >= 0 &&
+        links_[std::size_t(active_)].absorb_sync) {
+        auto& link = links_[std::size_t(active_)];
+        link.absorb_sync = false;
+        std::string out = u.bytes;
+        if (link.lsn_owed == backend_link::deferred_lsn::after_copy_sync)
+            append_lsn_query(link, out, true);
+        auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+        if (ec) {
+            end_detail_ = "write to backend: " + ec.message();
+            co_return session_end::backend_disconnected;
+        }
+        co_return session_end::client_terminated;
+    }
+    classify_unit(u);
+    int node = -1;
+    bool move = false;
+    if (u.continuation) {
+        node = unit_node_;
+    } else {
+        for (;;) {
+            auto chosen = co_await choose_node(u, move);
+            if (!chosen) {
+                const std::string reason =
+                    router::route_to_primary(*shared_.registry.snapshot()).reason;
+                co_await send_fatal(protocol::sqlstate::connection_failure,
+                                    fmt::format("pgpilot: {}", reason));
+                co_return session_end::no_backend;
+            }
+            // Only one node has answers in flight at a time: the client reads them in order.
+            if (*chosen != active_ && !links_[std::size_t(active_)].queue.empty()) {
+                co_await wait_drained();
+                continue;  // the transaction state may have changed meanwhile: decide again
+            }
+            if (co_await ensure_link(*chosen)) {
+                node = *chosen;
+                break;
+            }
+            const auto primary = current_primary();
+            if (primary == *chosen) {
+                auto& failure = links_[std::size_t(*chosen)].failure;
+                end_detail_ = failure.message;
+                co_await send_fatal(failure.sqlstate.empty()
+                                        ? std::string(protocol::sqlstate::connection_failure)
+                                        : failure.sqlstate,
+                                    "pgpilot: " + failure.message);
+                co_return session_end::no_backend;
+            }
+            // A standby we cannot use (down, database not there yet, full): the primary reads.
+            if (lb_node_ == *chosen) lb_node_ = -1;
+            if (route_.in_transaction && tx_node_ == *chosen) {
+                end_detail_ = "the node of the open transaction is gone";
+                co_return session_end::backend_disconnected;
+            }
+            links_[std::size_t(*chosen)].retry_after =
+                std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        }
+        switch_to(node);
+        unit_node_ = node;
+    }
+
+    auto& link = links_[std::size_t(node)];
+    std::string out;
+    if (!u.continuation) {
+        build_prefix(node, move, out);
+        response r{response::kind::client};
+        r.extended = !u.messages.empty();
+        link.queue.push_back(r);
+    }
+    if (u.ends_batch && !link.queue.empty()) link.queue.back().synced = true;
+    if (u.messages.empty())
+        out += u.bytes;
+    else
+        inject_statements(node, u, out);
+
+    after_dispatch(u, node);
+    if (!u.continuation) batch_infos_.clear();
+    batch_infos_.insert(batch_infos_.end(), u.infos.begin(), u.infos.end());
+    // After a write that commits on the primary, learn its WAL position before the client
+    // hears ReadyForQuery, so that no later read (from any session) can miss it.
+    const auto& lb = shared_.settings.load_balance;
+    if (u.ends_batch && lb.enabled && lb.consistency != config::consistency_mode::eventual &&
+        current_primary() == node) {
+        const auto batch = router::summarize(batch_infos_);
+        const bool wrote = batch.cls == router::statement_class::write ||
+                           batch.cls == router::statement_class::unknown || tx_wrote_;
+        const bool commits =
+            route_.in_transaction ? batch.ends_transaction : !batch.opens_transaction;
+        if (wrote && commits) {
+            // Nothing may follow a message still streaming, or a COPY FROM STDIN before its
+            // end: the query waits for that.
+            using owed = backend_link::deferred_lsn;
+            if (u.streamed)
+                link.lsn_owed = owed::after_stream;
+            else if (u.copy_in)
+                link.lsn_owed = u.messages.empty() ? owed::after_copy_done : owed::after_copy_sync;
+            else
+                append_lsn_query(link, out, true);
+        }
+    }
+    auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+    if (ec) {
+        if (ec == net::error::operation_aborted) co_return session_end::admin_shutdown;
+        end_detail_ = "write to backend: " + ec.message();
+        co_return session_end::backend_disconnected;
+    }
+    co_return session_end::client_terminated;
+}
+
+}  // namespace pgpilot::proxy
