@@ -145,7 +145,12 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
         case config::consistency_mode::eventual:
             break;
     }
-    if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) co_return node;
+    if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) {
+        log::debug("s{} read on node {}: replayed {} >= {}", id_, node,
+                   router::format_lsn(snapshot->nodes[std::size_t(node)].wal_lsn),
+                   router::format_lsn(required));
+        co_return node;
+    }
 
     // Behind: give it consistency_wait_ms to catch up (asking ha/ for a fresh replay position
     // at once rather than at the next period), then read from the primary.
@@ -385,7 +390,7 @@ void session::append_lsn_query(backend_link& link, std::string& out, bool replac
         link.queue.back().replace_ready = true;
         r.forward_ready = true;
     }
-    protocol::append_query(out, "SELECT pg_catalog.pg_current_wal_lsn()");
+    protocol::append_query(out, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
     link.queue.push_back(r);
 }
 

@@ -220,12 +220,15 @@ def write_script(workdir, text, name="select1.sql"):
 
 # --------------------------------------------------------------------------- the primary's view
 
-def backend_rows(cluster, application_name):
-    """[(pid, state, query)] of the primary's backends with this application_name."""
-    out = cluster.psql(cluster.primary,
-                       "SELECT pid, state, left(query, 60) FROM pg_stat_activity "
-                       f"WHERE application_name = '{application_name}'")
-    return [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
+def backend_rows(cluster, application_name, columns="pid, state, left(query, 60)"):
+    """[(pid, state, query)] of the backends with this application_name on every node (with
+    load balancing a session's reads run on a standby)."""
+    rows = []
+    for node in cluster.nodes:
+        out = cluster.psql(node, f"SELECT {columns} FROM pg_stat_activity "
+                                 f"WHERE application_name = '{application_name}'")
+        rows += [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
+    return rows
 
 
 def wait_no_busy_backend(cluster, application_name, timeout):

@@ -447,9 +447,9 @@ def test_pipelined_queries_without_reading(env):
         # blocks writing: seen three times in a row, 0.3 s apart, within 20 s.
         t0, streak, seen = time.monotonic(), 0, []
         while streak < 3 and time.monotonic() - t0 < 20:
-            waits = env.cluster.psql(env.cluster.primary,
-                                     "SELECT coalesce(wait_event, '-') FROM pg_stat_activity "
-                                     "WHERE application_name = 'hostile_pipeline_big'").split()
+            waits = [r[0] for r in hostile.backend_rows(env.cluster, "hostile_pipeline_big",
+                                                        "coalesce(wait_event, '-'), state")
+                     if r[1] != "idle"]
             seen.append(",".join(waits))
             streak = streak + 1 if waits == ["ClientWrite"] else 0
             time.sleep(0.3)

@@ -140,14 +140,15 @@ def test_new_database_is_readable_at_once(env):
     with env.pgpilot() as px:
         for i in range(200):
             db = f"itest_newdb_{i % 2}"
-            psql(px.port, f"DROP DATABASE IF EXISTS {db}")
-            psql(px.port, f"CREATE DATABASE {db}")
+            # FORCE: pgpilot keeps the last session's backend connection to it in its pool.
+            psql(px.port, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            psql(px.port, f"CREATE DATABASE {db} STRATEGY = FILE_COPY")
             with Connection(px.port, db=db) as c:
                 check_equal(c.scalar("SELECT current_database()"), db, "current database")
                 check_equal(c.scalar("SELECT count(*) FROM pg_class WHERE relname = 'pg_class'"),
                             "1", "a read in the new database")
         for i in range(2):
-            psql(px.port, f"DROP DATABASE IF EXISTS itest_newdb_{i}")
+            psql(px.port, f"DROP DATABASE IF EXISTS itest_newdb_{i} WITH (FORCE)")
 
 
 @pgpilot_only
@@ -194,7 +195,7 @@ def test_prepared_statements_follow_the_read_node(env):
     pgbench(env.primary_port, "-i", "-s", "1", "-q")
     with env.pgpilot() as px:
         for mode in ("prepared", "extended"):
-            out = pgbench(px.port, "-c", "4", "-j", "2", "-t", "200", "-M", mode, "-n").stdout
+            out = pgbench(px.port, "-c", "4", "-j", "2", "-t", "100", "-M", mode, "-n").stdout
             check("number of failed transactions: 0" in out, f"pgbench -M {mode} (TPC-B):\n{out}")
             out = pgbench(px.port, "-S", "-c", "4", "-j", "2", "-t", "500", "-M", mode, "-n").stdout
             check("number of failed transactions: 0" in out, f"pgbench -S -M {mode}:\n{out}")
