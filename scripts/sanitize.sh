@@ -28,10 +28,7 @@ build_dir=${PGPILOT_ASAN_BUILD_DIR:-build-asan}
 
 bash scripts/deps.sh
 start=$SECONDS
-# -Wno-restrict: GCC 12 reports a false -Wrestrict in std::string assignment once
-# -fsanitize=address is on (GCC PR 105651; seen in router/classify.cpp).
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGPILOT_SANITIZE=ON \
-      -DCMAKE_CXX_FLAGS="-Wno-restrict" >/dev/null
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGPILOT_SANITIZE=ON >/dev/null
 if ! ninja -C "$build_dir" -j"$(nproc)" >"$build_dir/sanitize-build.log" 2>&1; then
   cat "$build_dir/sanitize-build.log" >&2
   echo "sanitize.sh: build failed" >&2

@@ -103,6 +103,31 @@ class ProcSampler:
         self.thread.join(5)
 
 
+def sanitizer_build(pid):
+    """Why pgpilot's RSS cannot be held to the normal build's bounds in this run, or None.
+
+    scripts/sanitize.sh exports PGPILOT_SANITIZED=1 (ASan+UBSan: freed memory sits in ASan's
+    quarantine, up to 256 MB, and every allocation has redzones, so RSS neither stays near the
+    baseline nor comes back); the ThreadSanitizer run exports PGPILOT_TSAN=1 (shadow memory for
+    every byte touched, kept after it is freed). Without either variable, a sanitizer runtime
+    mapped into the running pgpilot (GCC links them as shared libraries) says the same, for a
+    ctest run by hand in build-asan/ or build-tsan/."""
+    if os.environ.get("PGPILOT_SANITIZED", "") not in ("", "0"):
+        return "ASan+UBSan build (PGPILOT_SANITIZED=1)"
+    if os.environ.get("PGPILOT_TSAN", "") not in ("", "0"):
+        return "ThreadSanitizer build (PGPILOT_TSAN=1)"
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+    except OSError:
+        return None
+    if "/libtsan.so" in maps:
+        return "ThreadSanitizer build (libtsan mapped)"
+    if "/libasan.so" in maps:
+        return "ASan build (libasan mapped)"
+    return None
+
+
 def settle_rss(pid, seconds=1.0):
     """The median of a few RSS samples over `seconds` (less noise than one reading)."""
     samples = []
