@@ -179,9 +179,10 @@ class Results:
         self.xacts = {n: {} for n in names}
         self.node_status = {}
         self.loads = []                           # (workload, target, round, 1-min load at start)
+        self.cpu = {w: {n: [] for n in names} for w in workloads}   # CpuMeter.usage per run
 
 
-def run_round(rnd, args, cluster, running, results):
+def run_round(rnd, args, cluster, running, results, meter):
     for key in args.workloads:
         w = WORKLOADS[key]
         names = [n for n in w.targets if n in running]
@@ -192,20 +193,28 @@ def run_round(rnd, args, cluster, running, results):
             target = running[name]
             load = os.getloadavg()[0]
             results.loads.append((key, name, rnd, load))
-            before = after = None
+            before = after = cpu = None
             if w.lb:
                 before = (T.xact_commits(cluster, DB), T.pool_nodes(target.port, DB, cluster)[0])
             try:
                 if not target.alive():
                     raise T.BenchError(f"{target.label} is no longer running")
+                cpu0 = meter.snapshot()
                 tps = T.run_pgbench(target.port, DB, args.clients, args.threads, args.duration, w.extra)
+                meter.settle()
+                cpu = T.CpuMeter.usage(cpu0, meter.snapshot())
+                if cpu:
+                    results.cpu[key][name].append(cpu)
             except T.BenchError as e:
                 tps = None
                 results.errors[key][name].append(f"round {rnd + 1}: {e}")
                 print(f"round {rnd + 1} {w.title}: {name} FAILED: {e}", flush=True)
             results.tps[key][name].append(tps)
             if tps is not None:
-                print(f"round {rnd + 1} {key:8} {name:14} {tps:10,.0f} tps   (load {load:.2f})", flush=True)
+                cpu_text = (f", CPU ours {100 * cpu['ours']:.0f} % others {100 * cpu['others']:.0f} %"
+                            if cpu else "")
+                print(f"round {rnd + 1} {key:8} {name:14} {tps:10,.0f} tps   (load {load:.2f}{cpu_text})",
+                      flush=True)
             if w.lb:
                 time.sleep(args.stats_settle)
                 counts, status = T.pool_nodes(target.port, DB, cluster)
@@ -231,7 +240,8 @@ def ratio(a, b):
 
 
 def tps_table(args, results, key, names, not_started):
-    header = ["target"] + [f"round {i + 1}" for i in range(args.rounds)] + ["median", "vs direct"]
+    header = (["target"] + [f"round {i + 1}" for i in range(args.rounds)]
+              + ["median", "vs direct", "CPU: bench / others"])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     direct = median(results.tps[key].get("direct", [])) if "direct" in names else None
     for name in names:
@@ -242,7 +252,11 @@ def tps_table(args, results, key, names, not_started):
             continue
         tps = results.tps[key][name]
         r = ratio(median(tps), direct)
-        cells = [name] + [fmt_tps(t) for t in tps] + [fmt_tps(median(tps)), "–" if r is None else f"{r:.2f}"]
+        cpu = results.cpu[key][name]
+        cpu_cell = (f"{100 * statistics.median(c['ours'] for c in cpu):.0f} % / "
+                    f"{100 * statistics.median(c['others'] for c in cpu):.0f} %") if cpu else "–"
+        cells = ([name] + [fmt_tps(t) for t in tps]
+                 + [fmt_tps(median(tps)), "–" if r is None else f"{r:.2f}", cpu_cell])
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -290,11 +304,26 @@ def report(args, cluster, running, failed_to_start, results, meta):
     m = meta["machine"]
     la0, la1 = meta["load_start"], meta["load_end"]
     loads = [l for *_, l in results.loads]
+    cpus = [c for per in results.cpu.values() for runs in per.values() for c in runs]
     lines += [
         f"**Load average {la0[0]:.2f} at the start, {la1[0]:.2f} at the end** "
         f"(1-minute; during the runs {min(loads):.2f} to {max(loads):.2f})." if loads else
         f"**Load average {la0[0]:.2f} at the start, {la1[0]:.2f} at the end.**",
         "",
+    ]
+    if cpus:
+        others = sorted(100 * c["others"] for c in cpus)
+        ours = sorted(100 * c["ours"] for c in cpus)
+        lines += [
+            f"During the pgbench runs, processes that are not the benchmark's used "
+            f"{others[0]:.0f} to {others[-1]:.0f} % (median {statistics.median(others):.0f} %) of the "
+            f"machine's {m['cores']} cores; the benchmark's own processes {ours[0]:.0f} to {ours[-1]:.0f} % "
+            f"(median {statistics.median(ours):.0f} %). The load average counts the benchmark's own "
+            f"runnable processes too ({args.clients} clients, as many busy backends, the pooler), so it "
+            "is high during the runs even on an otherwise idle machine.",
+            "",
+        ]
+    lines += [
         "## How this was measured",
         "",
         f"- Command: `{meta['command']}`",
@@ -317,6 +346,12 @@ def report(args, cluster, running, failed_to_start, results, meta):
         f"round{'s' if args.rounds > 1 else ''}; in a round every workload runs on every target once, "
         "one run at a time, and the target that goes first rotates from round to round. Medians are "
         "over the rounds.",
+        "- CPU column: share of the machine's CPU capacity (100 % = every core busy) during each "
+        "pgbench run, median over the rounds, for the benchmark's processes (this script and its "
+        "children: pgbench, pgpilot, the poolers; the PostgreSQL servers and their backends; "
+        "utime + stime from /proc, exited children included) and for all other processes "
+        "(/proc/stat user + nice + system minus the benchmark's). Interrupt time (loopback "
+        "networking) is in neither.",
         "- Targets:",
     ]
     for name in running:
@@ -430,8 +465,9 @@ def main(argv=None):
                     failed_to_start[name] = f"failed to start: {str(e).splitlines()[0]}"
                     print(f"{name}: failed to start:\n{e}", flush=True)
                     traceback.print_exc()
+            meter = T.CpuMeter(lambda: [os.getpid()] + T.postmaster_pids(cluster))
             for rnd in range(args.rounds):
-                run_round(rnd, args, cluster, running, results)
+                run_round(rnd, args, cluster, running, results, meter)
             meta["load_end"] = os.getloadavg()
             text = report(args, cluster, running, failed_to_start, results, meta)
             for name, target in running.items():

@@ -205,6 +205,107 @@ def wait_replayed(cluster, timeout=120):
             time.sleep(0.2)
 
 
+# --------------------------------------------------------------------------- CPU accounting
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table():
+    """{pid: (ppid, utime + stime + cutime + cstime in ticks, state)} of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
+    return table
+
+
+class CpuMeter:
+    """How much CPU the benchmark's own processes used during an interval, and how much the
+    rest of the machine used.
+
+    Ours: this process and its descendants (pgbench, psql, pgpilot, the poolers) and the
+    PostgreSQL servers with their backends (pg_ctl daemonizes the postmasters, so they are
+    given as extra roots). Each counts utime + stime + cutime + cstime, so a process that
+    exits during the interval is still counted, through its parent's cutime once reaped.
+    Machine: /proc/stat. Process time is user + nice + system; irq + softirq are kept apart
+    (with IRQ time accounting, as on the development VM, they are not charged to any process,
+    and loopback networking, much of it the benchmark's own, is softirq time)."""
+
+    def __init__(self, roots_fn):
+        self.roots_fn = roots_fn  # called at each snapshot: pids whose process trees are ours
+
+    def _tree(self):
+        table = _proc_table()
+        children = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        seen, todo = set(), [r for r in self.roots_fn() if r in table]
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                todo += children.get(pid, [])
+        return {p: table[p] for p in seen}
+
+    def _ours(self):
+        return sum(ticks for _, ticks, _ in self._tree().values())
+
+    def settle(self, timeout=3.0):
+        """Wait until no process of ours is exiting: a process reaped between the listing of
+        /proc and the reading of its parent's cutime would be lost (or counted twice). Call it
+        before the snapshot that ends a run, e.g. after pgbench closed 16 direct connections."""
+        deadline = time.monotonic() + timeout
+        previous = None
+        while time.monotonic() < deadline:
+            tree = self._tree()
+            pids = set(tree)
+            if pids == previous and not any(state in ("Z", "X") for _, _, state in tree.values()):
+                return
+            previous = pids
+            time.sleep(0.1)
+
+    @staticmethod
+    def _machine():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+        return user + nice + system, irq + softirq, steal
+
+    def snapshot(self):
+        busy, irq, steal = self._machine()
+        return time.monotonic(), busy, irq, steal, self._ours()
+
+    @staticmethod
+    def usage(before, after):
+        """{"ours", "others", "irq", "steal"}: shares of the machine's CPU capacity over the
+        interval (1.0 = every core busy the whole time)."""
+        capacity = (after[0] - before[0]) * CLOCK_TICKS * (os.cpu_count() or 1)
+        if capacity <= 0:
+            return None
+        ours = after[4] - before[4]
+        busy = after[1] - before[1]
+        return {"ours": ours / capacity, "others": max(0, busy - ours) / capacity,
+                "irq": (after[2] - before[2]) / capacity, "steal": (after[3] - before[3]) / capacity}
+
+
+def postmaster_pids(cluster):
+    pids = []
+    for node in cluster.nodes:
+        try:
+            with open(os.path.join(node["data_dir"], "postmaster.pid")) as f:
+                pids.append(int(f.readline()))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
 # --------------------------------------------------------------------------- processes
 
 def _wait_for_port(port, alive, timeout=READY_TIMEOUT_S):
