@@ -422,6 +422,16 @@ def report_path(args, today):
     return path
 
 
+def summary(error):
+    """One line for the report: the first line of the error (without the path of a log that is
+    gone by then) and the first FATAL or ERROR line of the log it quotes."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    first = lines[0].split("; log /")[0]
+    fatal = next((line.split(": ", 1)[-1].strip() for line in lines[1:]
+                  if "FATAL" in line or "ERROR" in line), None)
+    return f"{first}: {fatal}" if fatal else first
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -462,9 +472,10 @@ def main(argv=None):
                     failed_to_start[name] = str(e)
                     print(f"{name}: {e}", flush=True)
                 except Exception as e:  # noqa: BLE001 - reported, the other targets still run
-                    failed_to_start[name] = f"failed to start: {str(e).splitlines()[0]}"
+                    failed_to_start[name] = f"failed to start: {summary(e)}"
                     print(f"{name}: failed to start:\n{e}", flush=True)
-                    traceback.print_exc()
+                    if not isinstance(e, T.BenchError):
+                        traceback.print_exc()
             meter = T.CpuMeter(lambda: [os.getpid()] + T.postmaster_pids(cluster))
             for rnd in range(args.rounds):
                 run_round(rnd, args, cluster, running, results, meter)
