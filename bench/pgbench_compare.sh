@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command for the benchmark: build, then bench/pgbench_compare.py (arguments pass through).
+# One command for the benchmark: build, then bench/pgbench_compare.py (arguments pass through):
+# direct PostgreSQL vs pgpilot vs PgBouncer vs pgpool-II, report in bench/results/<date>-compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
