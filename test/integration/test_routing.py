@@ -46,8 +46,9 @@ class delayed_standby:
         self._set("0")
 
 
-def prepare_table(env):
-    psql(env.primary_port, "DROP TABLE IF EXISTS itest_rw; CREATE TABLE itest_rw (v int PRIMARY KEY)")
+def prepare_table(port):
+    """Through pgpilot: a write made directly on the primary is one pgpilot cannot know of."""
+    psql(port, "DROP TABLE IF EXISTS itest_rw; CREATE TABLE itest_rw (v int PRIMARY KEY)")
 
 
 def missing_reads(port, iterations, *, two_connections):
@@ -78,12 +79,12 @@ def test_show_pool_nodes_has_pgpool_columns(env):
 
 @pgpilot_only
 def test_no_stale_reads_with_global_consistency(env):
-    prepare_table(env)
     # All reads would go to the delayed standby if it were current; consistency sends them to
     # the primary when it is not (consistency_wait_ms = 0: no waiting, to keep the test short).
     config = dict(backend=backends(env, [0, 1, 0]),
                   load_balance={"consistency": "global", "consistency_wait_ms": 0})
     with delayed_standby(env), env.pgpilot(**config) as px:
+        prepare_table(px.port)
         for two in (False, True):
             misses = missing_reads(px.port, 2000, two_connections=two)
             print(f"FIGURES global two_connections={two}: {misses} misses in 2000")
@@ -92,9 +93,10 @@ def test_no_stale_reads_with_global_consistency(env):
 
 @pgpilot_only
 def test_stale_reads_happen_with_eventual_consistency(env):
-    prepare_table(env)
     config = dict(backend=backends(env, [0, 1, 0]), load_balance={"consistency": "eventual"})
     with delayed_standby(env), env.pgpilot(**config) as px:
+        prepare_table(px.port)
+        time.sleep(1)  # eventual: the delayed standby must have the table itself
         misses = missing_reads(px.port, 200, two_connections=True)
         print(f"FIGURES eventual: {misses} misses in 200")
         check(misses > 100, f"with consistency = eventual a standby 300 ms behind should miss most "
@@ -103,11 +105,11 @@ def test_stale_reads_happen_with_eventual_consistency(env):
 
 @pgpilot_only
 def test_reads_wait_for_the_standby_to_catch_up(env):
-    prepare_table(env)
     # With time to wait, the standby itself serves the read once it has replayed the write.
     config = dict(backend=backends(env, [0, 1, 0]),
                   load_balance={"consistency": "session", "consistency_wait_ms": 2000})
     with delayed_standby(env), env.pgpilot(**config) as px:
+        prepare_table(px.port)
         before = select_counts(px.port)
         misses = missing_reads(px.port, 10, two_connections=False)
         after = select_counts(px.port)
@@ -153,9 +155,9 @@ def test_new_database_is_readable_at_once(env):
 
 @pgpilot_only
 def test_transactions_read_their_writes(env):
-    prepare_table(env)
     config = dict(backend=backends(env, [0, 1, 1]))
     with env.pgpilot(**config) as px, Connection(px.port) as c:
+        prepare_table(px.port)
         # A read before the write may run on a standby; after it, the primary answers.
         c.execute("BEGIN").raise_if_error()
         check_equal(c.scalar("SELECT count(*) FROM itest_rw"), "0", "rows before the write")
