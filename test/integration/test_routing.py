@@ -155,7 +155,7 @@ def test_new_database_is_readable_at_once(env):
 
 @pgpilot_only
 def test_transactions_read_their_writes(env):
-    config = dict(backend=backends(env, [0, 1, 1]))
+    config = dict(backend=backends(env, [0, 1, 1]), load_balance={"consistency_wait_ms": 3000})
     with env.pgpilot(**config) as px, Connection(px.port) as c:
         prepare_table(px.port)
         # A read before the write may run on a standby; after it, the primary answers.
