@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <regex>
@@ -20,7 +21,9 @@ using detail::enum_key;
 using detail::integer_key;
 using detail::key_spec;
 using detail::key_table;
+using detail::nested_key;
 using detail::number_key;
+using detail::optional_key;
 using detail::required;
 using detail::string_key;
 using detail::string_list_key;
@@ -140,6 +143,15 @@ key_spec<load_balance_settings> redirect_list_key(
             }};
 }
 
+// A [[backend]] health_check_* key: stored into backend_settings::health_check.*member.
+template <class T>
+using holder = detail::value_holder<T>;
+template <class T>
+key_spec<backend_settings> health_check_override(key_spec<holder<T>> key,
+                                                 std::optional<T> health_check_overrides::*member) {
+    return nested_key(&backend_settings::health_check, optional_key(member, std::move(key)));
+}
+
 // The schema: every table and key pgpilot accepts. Adding a key is one line here (plus the
 // field in config.hpp and a row in docs/configuration.md); adding a table is one
 // table_section/array_section entry.
@@ -174,6 +186,29 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 enum_key("flag", &backend_settings::flag, backend_flag_names),
                 string_key("data_directory", &backend_settings::data_directory),
                 string_key("application_name", &backend_settings::application_name),
+                // This node's [health_check] values.
+                health_check_override(number_key("health_check_period", &holder<double>::value, 0),
+                                      &health_check_overrides::period),
+                health_check_override(number_key("health_check_timeout", &holder<double>::value, 0),
+                                      &health_check_overrides::timeout),
+                health_check_override(
+                    integer_key("health_check_max_retries", &holder<int>::value, 0, 1000),
+                    &health_check_overrides::max_retries),
+                health_check_override(
+                    number_key("health_check_retry_delay", &holder<double>::value, 0),
+                    &health_check_overrides::retry_delay),
+                health_check_override(
+                    number_key("health_check_connect_timeout", &holder<double>::value, 0),
+                    &health_check_overrides::connect_timeout),
+                health_check_override(string_key("health_check_user", &holder<std::string>::value,
+                                                 emptiness::rejected),
+                                      &health_check_overrides::user),
+                health_check_override(
+                    string_key("health_check_password", &holder<std::string>::value),
+                    &health_check_overrides::password),
+                health_check_override(string_key("health_check_database",
+                                                 &holder<std::string>::value, emptiness::rejected),
+                                      &health_check_overrides::database),
             }),
         detail::array_section(
             "user", &settings::users,
@@ -213,6 +248,36 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 string_key("user", &replication_check_settings::user, emptiness::rejected),
                 string_key("password", &replication_check_settings::password),
                 string_key("database", &replication_check_settings::database, emptiness::rejected),
+            }),
+        detail::table_section(
+            "health_check", &settings::health_check,
+            key_table<health_check_settings>{
+                number_key("period", &health_check_settings::period, 0),
+                number_key("timeout", &health_check_settings::timeout, 0),
+                integer_key("max_retries", &health_check_settings::max_retries, 0, 1000),
+                number_key("retry_delay", &health_check_settings::retry_delay, 0),
+                number_key("connect_timeout", &health_check_settings::connect_timeout, 0),
+                string_key("user", &health_check_settings::user, emptiness::rejected),
+                string_key("password", &health_check_settings::password),
+                string_key("database", &health_check_settings::database, emptiness::rejected),
+            }),
+        detail::table_section(
+            "failover", &settings::failover,
+            key_table<failover_settings>{
+                string_key("command", &failover_settings::command),
+                string_key("follow_primary_command", &failover_settings::follow_primary_command),
+                string_key("failback_command", &failover_settings::failback_command),
+                bool_key("builtin_promote", &failover_settings::builtin_promote),
+                bool_key("builtin_follow", &failover_settings::builtin_follow),
+                number_key("hold_timeout", &failover_settings::hold_timeout, 0),
+                number_key("search_primary_node_timeout",
+                           &failover_settings::search_primary_node_timeout, 0),
+                bool_key("on_backend_error", &failover_settings::on_backend_error),
+                bool_key("on_backend_shutdown", &failover_settings::on_backend_shutdown),
+                bool_key("auto_failback", &failover_settings::auto_failback),
+                number_key("auto_failback_interval", &failover_settings::auto_failback_interval, 0),
+                bool_key("detach_false_primary", &failover_settings::detach_false_primary),
+                string_key("status_file", &failover_settings::status_file),
             }),
     };
     return sections;
@@ -264,6 +329,26 @@ const user_settings* settings::find_user(std::string_view name) const {
         if (user.name == name) return &user;
     }
     return nullptr;
+}
+
+health_check_settings settings::health_check_for(std::size_t backend) const {
+    health_check_settings h = health_check;
+    const auto& o = backends.at(backend).health_check;
+    if (o.period) h.period = *o.period;
+    if (o.timeout) h.timeout = *o.timeout;
+    if (o.max_retries) h.max_retries = *o.max_retries;
+    if (o.retry_delay) h.retry_delay = *o.retry_delay;
+    if (o.connect_timeout) h.connect_timeout = *o.connect_timeout;
+    if (o.user) h.user = *o.user;
+    if (o.password) h.password = *o.password;
+    if (o.database) h.database = *o.database;
+    return h;
+}
+
+std::string settings::path_from_config(const std::string& path) const {
+    if (path.empty() || path.front() == '/') return path;
+    const auto dir = std::filesystem::path(source).parent_path();
+    return dir.empty() ? path : (dir / path).string();
 }
 
 load_result load_string(std::string_view toml_text, std::string_view source_name) {

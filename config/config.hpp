@@ -83,6 +83,19 @@ struct load_balance_settings {
     double delay_threshold_by_time = 0;  // milliseconds of replay lag that exclude it; 0 = off
 };
 
+// [[backend]] keys health_check_*: this node's values for [health_check] keys (unset = the
+// [health_check] value).
+struct health_check_overrides {
+    std::optional<double> period;
+    std::optional<double> timeout;
+    std::optional<int> max_retries;
+    std::optional<double> retry_delay;
+    std::optional<double> connect_timeout;
+    std::optional<std::string> user;
+    std::optional<std::string> password;
+    std::optional<std::string> database;
+};
+
 // One [[backend]] entry: a PostgreSQL server behind pgpilot.
 struct backend_settings {
     std::string host;  // host name, IP address, or Unix socket directory (starts with '/')
@@ -91,6 +104,7 @@ struct backend_settings {
     backend_flag flag = backend_flag::allow_to_failover;
     std::string data_directory;
     std::string application_name;
+    health_check_overrides health_check;  // keys health_check_<[health_check] key>
 };
 
 // One [[user]] entry. password is stored plain, as "md5..." or as a SCRAM-SHA-256$
@@ -115,6 +129,35 @@ struct replication_check_settings {
     std::string database = "postgres";
 };
 
+// [health_check]: how ha/ decides that a node is up (pgpool-II's health_check_*).
+struct health_check_settings {
+    double period = 0.5;         // seconds between checks of a node; 0 = only on demand
+    double timeout = 5;          // seconds for one attempt (connect + query); 0 = no limit
+    int max_retries = 0;         // further attempts before a node is failed
+    double retry_delay = 1;      // seconds between attempts
+    double connect_timeout = 2;  // seconds to connect and log in; 0 = no limit
+    std::string user = "postgres";
+    std::string password;  // "" = [auth] backend_password
+    std::string database = "postgres";
+};
+
+// [failover]: what ha/ does when a node fails (pgpool-II's failover_*, follow_primary_*, ...).
+struct failover_settings {
+    std::string command;                 // failover_command; "" = builtin_promote
+    std::string follow_primary_command;  // "" = builtin_follow
+    std::string failback_command;
+    bool builtin_promote = true;  // promote with pg_promote() when command is ""
+    bool builtin_follow = true;  // repoint standbys with ALTER SYSTEM when the follow command is ""
+    double hold_timeout = 30;    // seconds primary-bound statements wait during a failover
+    double search_primary_node_timeout = 300;  // seconds; 0 = no limit
+    bool on_backend_error = true;              // failover_on_backend_error
+    bool on_backend_shutdown = false;          // failover_on_backend_shutdown
+    bool auto_failback = false;
+    double auto_failback_interval = 60;  // seconds
+    bool detach_false_primary = true;
+    std::string status_file = "pgpilot_status";  // relative to the config file; "" = none
+};
+
 // The whole validated configuration.
 struct settings {
     server_settings server;
@@ -124,10 +167,16 @@ struct settings {
     auth_settings auth;
     load_balance_settings load_balance;
     replication_check_settings replication_check;  // [streaming_replication_check]
+    health_check_settings health_check;
+    failover_settings failover;
     std::string source;  // file path (or the source name given to load_string)
 
     // The [[user]] entry with exactly this name (case-sensitive), or nullptr.
     const user_settings* find_user(std::string_view name) const;
+    // [health_check] with backends[backend]'s health_check_* keys applied.
+    health_check_settings health_check_for(std::size_t backend) const;
+    // A path from the file, relative ones taken from the config file's directory.
+    std::string path_from_config(const std::string& path) const;
 };
 
 // Outcome of loading: either settings, or every problem found (never both).

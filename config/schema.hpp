@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -35,6 +36,7 @@ class diagnostics {
     // key may be empty, then the line reads "FILE:LINE:COL: message".
     void error(const toml::source_position& where, std::string_view key, std::string_view message);
     bool empty() const { return entries_.empty(); }
+    std::size_t size() const { return entries_.size(); }
     // All errors, ordered by position (ties keep the order they were reported in).
     std::vector<std::string> take();
 
@@ -136,17 +138,6 @@ key_spec<S> number_key(std::string_view name, double S::*member, double min) {
             }};
 }
 
-// A boolean key.
-template <class S>
-key_spec<S> bool_key(std::string_view name, bool S::*member) {
-    return {name, [member](S& target, const field& f) {
-                if (const auto* v = f.node.as_boolean())
-                    target.*member = v->get();
-                else
-                    f.type_error("a boolean");
-            }};
-}
-
 // An array of strings (each non-empty), stored in order.
 template <class S>
 key_spec<S> string_list_key(std::string_view name, std::vector<std::string> S::*member) {
@@ -212,6 +203,49 @@ key_spec<S> enum_key(std::string_view name, E S::*member, const enum_name<E> (&n
             }
             f.error(fmt::format("unknown value \"{}\", expected one of: {}", v->get(), expected));
         }};
+}
+
+// A boolean key (true or false; no strings or numbers).
+template <class S>
+key_spec<S> bool_key(std::string_view name, bool S::*member) {
+    return {name, [member](S& target, const field& f) {
+                const auto* v = f.node.as_boolean();
+                if (!v) {
+                    f.type_error("a boolean (true or false)");
+                    return;
+                }
+                target.*member = v->get();
+            }};
+}
+
+// What optional_key's inner key stores into.
+template <class T>
+struct value_holder {
+    T value{};
+};
+
+// A key whose absence is meaningful: stored into a std::optional<T> member when valid, checked
+// by `inner` (any of the factories above, on value_holder<T>::value).
+template <class S, class T>
+key_spec<S> optional_key(std::optional<T> S::*member, key_spec<value_holder<T>> inner) {
+    return {inner.name,
+            [member, store = std::move(inner.store)](S& target, const field& f) {
+                value_holder<T> h;
+                const std::size_t errors = f.diag.size();
+                store(h, f);
+                if (f.diag.size() == errors) target.*member = std::move(h.value);
+            },
+            inner.required};
+}
+
+// A key of a struct nested in S (at S::*outer), as if it were S's own.
+template <class S, class Inner>
+key_spec<S> nested_key(Inner S::*outer, key_spec<Inner> inner) {
+    return {inner.name,
+            [outer, store = std::move(inner.store)](S& target, const field& f) {
+                store(target.*outer, f);
+            },
+            inner.required};
 }
 
 // Marks a key as required: its absence is reported at the table.

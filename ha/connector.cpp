@@ -29,6 +29,13 @@ connect_failure unreachable(std::string message) {
             true};
 }
 
+/// A socket that could not be created for want of pgpilot's own resources.
+bool is_local_shortage(const error_code& ec) {
+    using boost::system::errc::errc_t;
+    return ec == errc_t::too_many_files_open || ec == errc_t::too_many_files_open_in_system ||
+           ec == errc_t::no_buffer_space || ec == errc_t::not_enough_memory;
+}
+
 /// Resolves and connects the socket (TCP, or Unix when host is a directory).
 net::awaitable<error_code> open_socket(stream& s, const node_address& a) {
     if (!a.host.empty() && a.host.front() == '/') {
@@ -65,6 +72,8 @@ net::awaitable<connect_result> do_connect(node_address address, startup_params p
     conn->address = address;
     if (auto ec = co_await open_socket(conn->socket, address)) {
         r.failure = unreachable("could not connect to " + describe(address) + ": " + ec.message());
+        r.failure.local = is_local_shortage(ec);
+        r.failure.unreachable = !r.failure.local;
         co_return r;
     }
     // Named, not a temporary inside co_await: GCC 12 mishandles those (double destruction).

@@ -49,6 +49,9 @@ struct connect_failure {
     std::string error_frame;
     /// True when the node could not be reached or dropped us: it may be down.
     bool unreachable = false;
+    /// True when pgpilot itself could not even try (out of file descriptors or memory): says
+    /// nothing about the node, which must not be failed for it.
+    bool local = false;
 };
 
 struct connect_result {

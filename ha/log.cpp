@@ -23,6 +23,20 @@ const char* name(level l) {
 }
 }  // namespace
 
+level from_config(config::log_level l) {
+    switch (l) {
+        case config::log_level::debug:
+            return level::debug;
+        case config::log_level::info:
+            return level::info;
+        case config::log_level::warning:
+            return level::warning;
+        case config::log_level::error:
+            return level::error;
+    }
+    return level::info;
+}
+
 void write_line(level l, std::string_view text) {
     using namespace std::chrono;
     auto now = system_clock::now();

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <string_view>
 
+#include "config/config.hpp"
+
 namespace pgpilot::log {
 
 enum class level { debug = 0, info = 1, warning = 2, error = 3 };
@@ -17,6 +19,9 @@ inline std::atomic<level> threshold{level::info};
 inline bool enabled(level l) {
     return l >= threshold.load(std::memory_order_relaxed);
 }
+
+/// The level of a configured [server] log_level.
+level from_config(config::log_level l);
 
 /// Writes one formatted line (timestamp, level, text) with a single write(2).
 void write_line(level l, std::string_view text);

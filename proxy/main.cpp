@@ -19,26 +19,13 @@ void say(std::FILE* out, fmt::format_string<Args...> f, Args&&... args) {
 
 void usage(std::FILE* out) {
     say(out,
-        "usage: pgpilot [-f FILE] [--check]\n"
+        "usage: pgpilot [-f FILE] [--check] [-D]\n"
         "  -f, --config FILE   configuration file (default: pgpilot.toml)\n"
         "  --check             validate the configuration and exit (0 valid, 1 not)\n"
+        "  -D, --discard-status  ignore the node status file ([failover] status_file): probe\n"
+        "                      every node afresh, even those it says are down\n"
         "  -h, --help          this text\n"
         "  --version           print the version\n");
-}
-
-pgpilot::log::level to_log_level(pgpilot::config::log_level l) {
-    using pgpilot::config::log_level;
-    switch (l) {
-        case log_level::debug:
-            return pgpilot::log::level::debug;
-        case log_level::info:
-            return pgpilot::log::level::info;
-        case log_level::warning:
-            return pgpilot::log::level::warning;
-        case log_level::error:
-            return pgpilot::log::level::error;
-    }
-    return pgpilot::log::level::info;
 }
 
 }  // namespace
@@ -46,12 +33,15 @@ pgpilot::log::level to_log_level(pgpilot::config::log_level l) {
 int main(int argc, char** argv) {
     std::string file = "pgpilot.toml";
     bool check = false;
+    pgpilot::proxy::run_options options;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         if ((a == "-f" || a == "--config") && i + 1 < argc) {
             file = argv[++i];
         } else if (a == "--check") {
             check = true;
+        } else if (a == "-D" || a == "--discard-status") {
+            options.discard_status_file = true;
         } else if (a == "-h" || a == "--help") {
             usage(stdout);
             return 0;
@@ -75,10 +65,10 @@ int main(int argc, char** argv) {
         say(stdout, "configuration file \"{}\" is valid\n", file);
         return 0;
     }
-    pgpilot::log::threshold = to_log_level(loaded.value->server.log);
+    pgpilot::log::threshold = pgpilot::log::from_config(loaded.value->server.log);
     pgpilot::log::info("pgpilot {} starting with {}", PGPILOT_VERSION, file);
     try {
-        return pgpilot::proxy::run_server(*loaded.value);
+        return pgpilot::proxy::run_server(*loaded.value, options);
     } catch (const std::exception& e) {
         pgpilot::log::error("fatal: {}", e.what());
         return 1;

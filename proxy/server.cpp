@@ -171,13 +171,13 @@ void stop_ha(ha::node_registry& registry, Guard& guard, net::io_context& ctx,
 
 }  // namespace
 
-int run_server(const config::settings& settings) {
+int run_server(const config::settings& settings, const run_options& options) {
     std::signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
 
     // Nodes as configured; the registry finds out their status and role.
     net::io_context ha_ctx{1};
-    ha::node_registry registry(ha_ctx, settings);
+    ha::node_registry registry(ha_ctx, settings, {options.discard_status_file});
     shared_state shared(settings, registry);
     auto seconds = [](double s) { return std::chrono::milliseconds(std::int64_t(s * 1000)); };
     shared.timeouts.backend_connect = seconds(settings.pool.connect_timeout);

@@ -243,8 +243,9 @@ class HaWatch:
     cluster_snapshot as a dict; check() and detect() call request_replication_check() and
     request_detect()."""
 
-    def __init__(self, pgpilot_binary, cluster, overrides, workdir):
+    def __init__(self, pgpilot_binary, cluster, overrides, workdir, args=()):
         self.binary = ha_watch_binary(pgpilot_binary)
+        self.args = list(args)
         self.config = merge_config(default_config(cluster, free_port()), overrides)
         fd, self.config_path = tempfile.mkstemp(prefix="ha-watch-", suffix=".toml", dir=workdir)
         with os.fdopen(fd, "w") as f:
@@ -254,7 +255,7 @@ class HaWatch:
 
     def __enter__(self):
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([self.binary, "-f", self.config_path],
+            self.proc = subprocess.Popen([self.binary, "-f", self.config_path] + self.args,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, text=True, preexec_fn=_die_with_parent)
         return self
@@ -280,7 +281,8 @@ class HaWatch:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def _command(self, line):
+    def command(self, line):
+        """Sends one command line; returns the answer line."""
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
@@ -288,13 +290,21 @@ class HaWatch:
         return answer
 
     def snapshot(self):
-        return json.loads(self._command("snapshot"))
+        return json.loads(self.command("snapshot"))
 
     def check(self):
-        check_equal(self._command("check").strip(), "ok", "answer to check")
+        check_equal(self.command("check").strip(), "ok", "answer to check")
 
     def detect(self):
-        check_equal(self._command("detect").strip(), "ok", "answer to detect")
+        check_equal(self.command("detect").strip(), "ok", "answer to detect")
+
+    def wait_for_log(self, text, timeout=10):
+        """Waits until the log contains `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise TestFailure(f"not in the log within {timeout}s: {text!r}")
+            time.sleep(0.02)
 
     def wait_for(self, what, predicate, timeout=10, interval=0.02):
         """Polls snapshot() until predicate(snapshot) is true; returns that snapshot."""
@@ -360,10 +370,11 @@ class TestEnv:
         return Cluster.start(os.path.join(self.workdir, f"cluster-{self._clusters}"),
                              standbys=standbys)
 
-    def ha_watch(self, cluster=None, **overrides):
+    def ha_watch(self, cluster=None, args=(), **overrides):
         """pgpilot's node registry alone (test/tools/ha_watch.cpp) for the cluster, with the
         config pgpilot would get; see HaWatch."""
-        return HaWatch(self.pgpilot_binary, cluster or self.cluster, overrides, self.workdir)
+        return HaWatch(self.pgpilot_binary, cluster or self.cluster, overrides, self.workdir,
+                       args=args)
 
     def write_config(self, text, name="pgpilot.toml"):
         path = os.path.join(self.workdir, name)
@@ -885,8 +896,14 @@ def main():
                 continue
             print(f"=== {name}" + (" (direct to the primary)" if DIRECT else ""), flush=True)
             t0 = time.monotonic()
+            # A directory per test: configs, logs, status files and private clusters of one
+            # test never meet another's.
+            test_dir = os.path.join(workdir, name)
+            os.mkdir(test_dir)
+            os.chmod(test_dir, 0o755)
             try:
-                fn(TestEnv(cluster, binary, workdir))
+                fn(TestEnv(cluster, binary, test_dir))
+                _check_shared_cluster_roles(cluster, name)
             except Exception:  # noqa: BLE001 - every failure is reported the same way
                 traceback.print_exc(file=sys.stdout)
                 print(f"FAIL {name} ({time.monotonic() - t0:.1f}s)", flush=True)
@@ -898,6 +915,16 @@ def main():
     if failed:
         return 1
     return SKIP_EXIT_CODE if skipped and not passed else 0
+
+
+def _check_shared_cluster_roles(cluster, test):
+    """Every test shares one cluster; a pgpilot that failed over on it (a standby promoted)
+    would break every later test. Fail the test that did it, by name."""
+    for i, node in enumerate(cluster.nodes):
+        in_recovery = psql_value(node["port"], "SELECT pg_is_in_recovery()")
+        if in_recovery != ("f" if i == 0 else "t"):
+            raise TestFailure(f"{test} left the shared cluster broken: node {i} "
+                              f"pg_is_in_recovery() = {in_recovery!r}")
 
 
 def _write_config_command(argv):

@@ -357,8 +357,12 @@ def row_description(name, type_oid):
     return _msg(b"T", struct.pack("!H", 1) + _cstr(name) + struct.pack("!IhIhih", 0, 0, type_oid, -1, -1, 0))
 
 
-def data_row(value):
-    return _msg(b"D", struct.pack("!H", 1) + struct.pack("!I", len(value)) + value)
+def data_row(*values):
+    """A DataRow of text columns; None is NULL."""
+    body = struct.pack("!H", len(values))
+    for value in values:
+        body += struct.pack("!i", -1) if value is None else struct.pack("!I", len(value)) + value
+    return _msg(b"D", body)
 
 
 def command_complete(tag):
@@ -371,8 +375,10 @@ def ready_for_query(status=b"I"):
 
 class FakePostgres:
     """A PostgreSQL server in Python, enough for pgpilot and libpq: trust login, simple
-    Query protocol, `SELECT pg_is_in_recovery()` answered 'f' (a primary), DISCARD ALL/ABORT
-    answered, every other query answered with one row '1' -- except these, which misbehave:
+    Query protocol, pgpilot's health check (`SELECT pg_is_in_recovery(), ...`) and replication
+    check (`SELECT 'node', ...`) answered as a primary without standbys would, DISCARD
+    ALL/ABORT answered, every other query answered with one row '1' -- except these, which
+    misbehave:
 
         SELECT 'hostile:truncated_row'  RowDescription, then a DataRow header promising
                                          1000 bytes, 10 of them, and close
@@ -526,8 +532,14 @@ class FakePostgres:
     def _answer(self, conn, sql):
         """Answer a simple Query; False to end the connection."""
         upper = sql.upper()
-        if sql == "SELECT pg_is_in_recovery()":
-            conn.sendall(row_description("pg_is_in_recovery", 16) + data_row(b"f")
+        if sql.startswith("SELECT pg_is_in_recovery()"):
+            # Not in recovery, WAL file on timeline 1, no walsenders.
+            conn.sendall(row_description("pg_is_in_recovery", 16)
+                         + data_row(b"f", b"000000010000000000000001", b"0")
+                         + command_complete("SELECT 1") + ready_for_query())
+        elif sql.startswith("SELECT 'node'"):
+            conn.sendall(row_description("?column?", 25)
+                         + data_row(b"node", b"false", b"0/1000000", None, None, b"", None)
                          + command_complete("SELECT 1") + ready_for_query())
         elif upper in ("DISCARD ALL", "ABORT", "ROLLBACK", "BEGIN", "COMMIT"):
             tag = {"ABORT": "ROLLBACK"}.get(upper, upper)

@@ -253,6 +253,35 @@ class Cluster:
                                    f"want {sorted(want)}, streaming: {out.split()}")
             time.sleep(0.2)
 
+    # Node control, for tests that take nodes down (on a private cluster: Cluster.start).
+
+    def postmaster_pid(self, node):
+        with open(os.path.join(node["data_dir"], "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def kill(self, node):
+        """kill -9 of the node's postmaster (its children notice and exit by themselves)."""
+        pid = self.postmaster_pid(node)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop_node(self, node, mode="fast"):
+        _run([f"{PG_BIN}/pg_ctl", "stop", "-m", mode, "-w", "-t", "30", "-D", node["data_dir"]],
+             cwd=self.root, what=f"stopping {node['name']}")
+
+    def start_node(self, node, timeout=20):
+        """Start a stopped or killed node again. After a kill -9 the old postmaster's children
+        may hold its shared memory for a moment: retry until they are gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._start_server(node)
+                return
+            except ClusterError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def psql(self, node, sql, db="postgres"):
         """Run SQL on a node through its unix socket; returns unaligned, tuples-only output."""
         return _run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir,

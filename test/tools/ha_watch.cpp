@@ -1,6 +1,6 @@
 // pgpilot_ha_watch: a node registry without the proxy, for the integration tests of ha/.
 //
-//   pgpilot_ha_watch -f pgpilot.toml
+//   pgpilot_ha_watch -f pgpilot.toml [-D]
 //
 // Builds the registry from the config exactly as pgpilot does, runs detect() and start(), then
 // answers commands read from stdin, one line each on stdout:
@@ -8,12 +8,17 @@
 //   snapshot   the current cluster_snapshot as one JSON line
 //   check      node_registry::request_replication_check(), then "ok"
 //   detect     node_registry::request_detect(), then "ok"
+//   fail N     node_registry::report_backend_failure(N, backend_failure::io, ...), then "ok"
+//   attach N, detach N, promote N, promote N switchover
+//              node_registry::attach_node/detach_node/promote_node, awaited from another
+//              io_context as a session would; then "ok: MESSAGE" or "error: MESSAGE"
 //   quit       stop the registry and exit 0 (so does end of input)
 //
 // Logs go to stderr, at the config's [server] log_level.
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <iostream>
 #include <string>
@@ -66,25 +71,22 @@ std::string to_json(const router::cluster_snapshot& s) {
     return out + "]}";
 }
 
-log::level to_log_level(config::log_level l) {
-    switch (l) {
-        case config::log_level::debug:
-            return log::level::debug;
-        case config::log_level::info:
-            return log::level::info;
-        case config::log_level::warning:
-            return log::level::warning;
-        case config::log_level::error:
-            return log::level::error;
-    }
-    return log::level::info;
+/// Runs a node control request from this thread's own io_context, as a session on a worker
+/// thread would, and formats its result.
+std::string control(net::awaitable<ha::control_result> request) {
+    net::io_context caller{1};
+    auto f = net::co_spawn(caller, std::move(request), net::use_future);
+    caller.run();
+    auto r = f.get();
+    return (r.ok ? "ok: " : "error: ") + r.message;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 3 || std::string_view(argv[1]) != "-f") {
-        std::fputs("usage: pgpilot_ha_watch -f CONFIG\n", stderr);
+    const bool discard = argc == 4 && std::string_view(argv[3]) == "-D";
+    if ((argc != 3 && !discard) || std::string_view(argv[1]) != "-f") {
+        std::fputs("usage: pgpilot_ha_watch -f CONFIG [-D]\n", stderr);
         return 2;
     }
     auto loaded = config::load_file(argv[2]);
@@ -93,10 +95,10 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "%s\n", e.c_str());
         return 1;
     }
-    log::threshold = to_log_level(loaded.value->server.log);
+    log::threshold = log::from_config(loaded.value->server.log);
 
     net::io_context ctx{1};
-    ha::node_registry registry(ctx, *loaded.value);
+    ha::node_registry registry(ctx, *loaded.value, {discard});
     auto first = net::co_spawn(ctx, registry.detect(), net::use_future);
     auto guard = net::make_work_guard(ctx);
     std::thread thread([&] { ctx.run(); });
@@ -114,6 +116,17 @@ int main(int argc, char** argv) {
         } else if (line == "detect") {
             registry.request_detect();
             answer = "ok";
+        } else if (line.starts_with("fail ")) {
+            registry.report_backend_failure(std::atoi(line.c_str() + 5), ha::backend_failure::io,
+                                            "reported by pgpilot_ha_watch");
+            answer = "ok";
+        } else if (line.starts_with("attach ")) {
+            answer = control(registry.attach_node(std::atoi(line.c_str() + 7)));
+        } else if (line.starts_with("detach ")) {
+            answer = control(registry.detach_node(std::atoi(line.c_str() + 7)));
+        } else if (line.starts_with("promote ")) {
+            const bool switchover = line.ends_with(" switchover");
+            answer = control(registry.promote_node(std::atoi(line.c_str() + 8), switchover));
         } else if (line == "quit") {
             break;
         } else {

@@ -363,7 +363,7 @@ consistency = "strong"
                            "t.toml");
     REQUIRE_FALSE(bad);
     REQUIRE(bad.errors.size() == 5);
-    CHECK(bad.errors[0] == "t.toml:4:11: load_balance.enabled: expected a boolean, got a string");
+    CHECK(bad.errors[0] == "t.toml:4:11: load_balance.enabled: expected a boolean (true or false), got a string");
     CHECK(bad.errors[1].find("load_balance.write_functions") != std::string::npos);
     CHECK(bad.errors[2] ==
           "t.toml:6:37: load_balance.database_redirect_preference_list: node 3 is not a "

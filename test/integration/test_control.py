@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""Node control (what PGPOOL ATTACH/DETACH/PROMOTE NODE call): node_registry::attach_node,
+detach_node and promote_node, driven through pgpilot_ha_watch on a private cluster."""
+
+import os
+import threading
+import time
+
+import harness
+from harness import Connection, PgError, check, check_equal, pgpilot_only
+
+FAST = {"period": 0.5, "timeout": 2, "connect_timeout": 1}
+
+
+def statuses(snap):
+    return [n["status"] for n in snap["nodes"]]
+
+
+def roles(snap):
+    return [n["role"] for n in snap["nodes"]]
+
+
+def status_file(ha):
+    with open(os.path.join(os.path.dirname(ha.config_path), "pgpilot_status")) as f:
+        return f.read()
+
+
+def backends(cluster):
+    return [{"host": n["host"], "port": n["port"], "data_directory": n["data_dir"]}
+            for n in cluster.nodes]
+
+
+class DirectWriter:
+    """Autocommit INSERTs straight into one server in a loop; keeps the ids it saw committed."""
+
+    def __init__(self, port, table):
+        self.port, self.table = port, table
+        self.committed, self.errors = [], []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        n = 0
+        conn = None
+        while not self.stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = Connection(self.port, connect_timeout=2)
+                n += 1
+                r = conn.execute(f"INSERT INTO {self.table} VALUES ({n})")
+                if r.ok:
+                    self.committed.append(n)
+                else:
+                    self.errors.append(r.sqlstate)
+                    time.sleep(0.005)
+            except PgError as e:
+                self.errors.append(str(e))
+                conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        self.thread.start()
+        while not self.committed:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(10)
+
+
+@pgpilot_only
+def test_detach_and_attach(env):
+    with env.private_cluster(standbys=1) as cluster:
+        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster)) as ha:
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses")
+            check_equal(ha.command("attach 7").strip(), "error: there is no node 7", "bad id")
+            check_equal(ha.command("attach 1").strip(), "ok: node 1 is already up", "attach up")
+            check(ha.command("promote 0").startswith("error: node 0 is not an up standby"),
+                  "the primary cannot be promoted")
+            check_equal(ha.command("detach 1").strip(), "ok: node 1 detached", "detach")
+            snap = ha.snapshot()
+            check_equal(statuses(snap), ["up", "down"], "statuses after detach")
+            check_equal(snap["nodes"][1]["status_reason"], "detached by request", "reason")
+            check_equal(status_file(ha), "up\ndown\n", "status file")
+            check(ha.command("detach 0").startswith("error: node 0 is the primary and no standby"),
+                  "the last primary is not detached")
+            time.sleep(1.1)  # a down node is not checked: it stays down
+            check_equal(statuses(ha.snapshot()), ["up", "down"], "still down")
+            check_equal(ha.command("attach 1").strip(), "ok: node 1 attached, role standby",
+                        "attach")
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses after attach")
+            check_equal(status_file(ha), "up\nup\n", "status file after attach")
+            cluster.stop_node(cluster.standbys[0])
+            ha.wait_for("the stopped standby down", lambda s: statuses(s) == ["up", "down"])
+            check(ha.command("attach 1").startswith("error: node 1 does not answer: "),
+                  "a stopped node is not attached")
+
+
+@pgpilot_only
+def test_switchover_loses_no_commit(env):
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        cluster.psql(primary, "CREATE TABLE itest_switchover (i int)")
+        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster)) as ha:
+            check_equal(roles(ha.snapshot()), ["primary", "standby", "standby"], "roles")
+            with DirectWriter(primary["port"], "itest_switchover") as writer:
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                answer = ha.command("promote 1 switchover").strip()
+                took = time.monotonic() - t0
+                time.sleep(0.1)
+            check_equal(answer, "ok: node 1 is the primary", "switchover answer")
+            print(f"switchover took {took:.3f}s; {len(writer.committed)} commits on the old "
+                  f"primary, {len(writer.errors)} refused after it became read-only")
+            snap = ha.snapshot()
+            check_equal(statuses(snap), ["down", "up", "up"], "statuses")
+            check_equal(roles(snap)[1], "primary", "new primary")
+            check_equal(snap["failover_in_progress"], False, "failover over")
+            check(all(e == "25006" for e in writer.errors),
+                  f"the old primary only refused writes as read-only: {set(writer.errors)}")
+            rows = cluster.psql(standby1, "SELECT i FROM itest_switchover").split()
+            missing = set(writer.committed) - {int(r) for r in rows}
+            check(not missing, f"{len(missing)} committed rows missing on the new primary")
+            check_equal(cluster.psql(primary, "SHOW default_transaction_read_only").strip(), "on",
+                        "the old primary stays read-only")
+            deadline = time.monotonic() + 20
+            while "standby2" not in cluster.psql(standby1, "SELECT application_name FROM "
+                                                           "pg_stat_replication WHERE state = 'streaming'"):
+                check(time.monotonic() < deadline, "standby2 does not stream from node 1")
+                time.sleep(0.1)
+            check_equal(status_file(ha), "down\nup\nup\n", "status file")
+
+
+@pgpilot_only
+def test_auto_failback_attaches_a_streaming_standby(env):
+    with env.private_cluster(standbys=1) as cluster:
+        primary, standby = cluster.nodes
+        out = os.path.join(env.workdir, "failback.args")
+        failover = {"auto_failback": True, "auto_failback_interval": 0,
+                    "failback_command": f"echo %d %h %p %D %m %H %r %P > {out}"}
+        with env.ha_watch(cluster=cluster, health_check=FAST, failover=failover,
+                          backend=backends(cluster)) as ha:
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses")
+            ha.wait_for("streaming", lambda s: s["nodes"][1]["replication_state"] == "streaming")
+            # Detached, but it still streams from the primary: attached again at once.
+            check_equal(ha.command("detach 1").strip(), "ok: node 1 detached", "detach")
+            snap = ha.wait_for("attached again", lambda s: statuses(s) == ["up", "up"], timeout=5)
+            check_equal(snap["nodes"][1]["status_reason"], "auto failback: streaming from node 0 again",
+                        "reason")
+            ha.wait_for_log("failback command for node 1 succeeded")
+            with open(out) as f:
+                check_equal(f.read().split(),
+                            ["1", standby["host"], str(standby["port"]), standby["data_dir"],
+                             "0", primary["host"], str(primary["port"]), "0"],
+                            "failback_command placeholders")
+            check_equal(status_file(ha), "up\nup\n", "status file")
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main())

@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Failover: kill -9 of the primary's postmaster on a private cluster, with pgpilot in front.
+The built-in promotion and follow, a failover_command that gets pgpool-II's placeholders, a
+failover command that fails, and restarts after a failover (status file, -D)."""
+
+import os
+import re
+import threading
+import time
+
+import harness
+from harness import Connection, PgError, check, check_equal, pgpilot_only
+
+FAST = {"period": 0.5, "timeout": 2, "connect_timeout": 1}
+
+
+class Writer:
+    """Inserts rows through pgpilot in a loop, reconnecting after errors; records when each
+    commit succeeded (monotonic clock) and which server (port) took it."""
+
+    def __init__(self, port, table):
+        self.port, self.table = port, table
+        self.commits, self.errors = [], []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        conn = None
+        n = 0
+        while not self.stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = Connection(self.port, connect_timeout=2)
+                n += 1
+                port = conn.scalar(f"INSERT INTO {self.table} VALUES ({n}) "
+                                   "RETURNING inet_server_port()")
+                self.commits.append((time.monotonic(), int(port)))
+            except PgError as e:
+                self.errors.append((time.monotonic(), str(e)))
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.commits:
+            check(time.monotonic() < deadline, f"the writer committed nothing: {self.errors}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(10)
+
+    def wait_commit_on(self, port, timeout=15):
+        """The time of the first commit on the server at `port`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            later = [t for t, p in self.commits if p == port]
+            if later:
+                return later[0]
+            check(time.monotonic() < deadline, f"no commit within {timeout}s of the kill; errors: "
+                                               f"{self.errors[-3:]}")
+            time.sleep(0.005)
+
+
+def backends(cluster, **extra):
+    return [{"host": n["host"], "port": n["port"], "data_directory": n["data_dir"], **extra}
+            for n in cluster.nodes]
+
+
+def streaming_from(cluster, node):
+    out = cluster.psql(node, "SELECT application_name FROM pg_stat_replication "
+                             "WHERE state = 'streaming'")
+    return set(out.split())
+
+
+def wait_until(what, predicate, timeout=15, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        check(time.monotonic() < deadline, f"not within {timeout}s: {what}")
+        time.sleep(interval)
+
+
+def status_file(px):
+    with open(os.path.join(os.path.dirname(px.config_path), "pgpilot_status")) as f:
+        return f.read()
+
+
+@pgpilot_only
+def test_primary_killed_standby_promoted_other_follows(env):
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster)) as px:
+            with Connection(px.port) as c:
+                c.query("CREATE TABLE itest_fo (i int)")
+            # standby1 stops receiving WAL (its primary_conninfo points nowhere): standby2 has
+            # more, so it is the one to promote, and standby1 must still follow it.
+            cluster.psql(standby1, "ALTER SYSTEM SET primary_conninfo = "
+                                   "'host=127.0.0.1 port=1 user=postgres application_name=standby1'")
+            cluster.psql(standby1, "SELECT pg_reload_conf()")
+            wait_until("standby1 disconnected", lambda: streaming_from(cluster, primary) == {"standby2"})
+            with Writer(px.port, "itest_fo") as writer:
+                time.sleep(0.3)
+                t_kill = time.monotonic()
+                cluster.kill(primary)
+                t_resumed = writer.wait_commit_on(standby2["port"])
+                time.sleep(0.2)
+            # The old primary's backends may take a few more commits after the kill (they only
+            # exit when they notice the postmaster is gone); those are not durable.
+            last_old = max(t for t, p in writer.commits if p == primary["port"])
+            print(f"write outage: {t_resumed - t_kill:.3f}s from the kill to the first commit on "
+                  f"the new primary (last commit on the old one {last_old - t_kill:+.3f}s after "
+                  f"the kill); {len(writer.errors)} failed attempts meanwhile")
+            log = px.log()
+            m = re.search(r"failover: node (\d) is the new primary, (\d+) ms after node 0", log)
+            check(m, f"the failover is logged:\n{log}")
+            check_equal(m.group(1), "2", "new primary (the standby with the most WAL)")
+            print(f"pgpilot: new primary {m.group(2)} ms after it found node 0 failed")
+            check("failover: promoting node 2 with pg_promote()" in log, "built-in promotion")
+            with Connection(px.port) as c:
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT inet_server_port()"), str(standby2["port"]),
+                            "writes go to the new primary")
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT pg_is_in_recovery()"), "f", "not in recovery")
+                check(int(c.scalar("SELECT count(*) FROM itest_fo")) > 0, "rows are there")
+            # standby1 follows the new primary (built-in: primary_conninfo rewritten).
+            wait_until("standby1 streaming from the new primary",
+                       lambda: streaming_from(cluster, standby2) == {"standby1"}, timeout=20)
+            print(f"standby1 streams from the new primary {time.monotonic() - t_kill:.3f}s "
+                  f"after the kill")
+            check("follow: node 1 now streams from node 2" in px.log(), "follow is logged")
+            check_equal(status_file(px), "down\nup\nup\n", "status file")
+
+        # The old primary comes back, as a primary on its old timeline.
+        t0 = time.monotonic()
+        cluster.start_node(primary)
+        print(f"old primary restarted in {time.monotonic() - t0:.3f}s")
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster)) as px:
+            with Connection(px.port) as c:
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT inet_server_port()"), str(standby2["port"]),
+                            "after a restart: still the new primary")
+            check("node 0 (127.0.0.1:" in px.log() and "stays down: so says status file" in px.log(),
+                  "the old primary stays down")
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster),
+                         args=["-D"]) as px:
+            with Connection(px.port) as c:
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT inet_server_port()"), str(standby2["port"]),
+                            "after a restart with -D: still the new primary")
+            log = px.log()
+            check("false primary: not in recovery, but node 2 is the primary" in log,
+                  f"the old primary is fenced:\n{log}")
+            check_equal(status_file(px), "down\nup\nup\n", "status file after -D")
+
+
+@pgpilot_only
+def test_failover_command_gets_the_placeholders(env):
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        out = os.path.join(env.workdir, "failover.args")
+        follow_out = os.path.join(env.workdir, "follow.args")
+        script = os.path.join(env.workdir, "failover.sh")
+        with open(script, "w") as f:
+            f.write(f"""#!/bin/sh
+# The seed's style: record the arguments, promote the new main node with pg_ctl.
+echo "$@" > {out}
+echo "promoting node $5 ($8)"
+exec runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl promote -w -D "$8"
+""")
+        os.chmod(script, 0o755)
+        failover = {"command": f"{script} %d %h %p %D %m %H %r %R %M %P %N %S %%",
+                    "follow_primary_command": f"echo %d %h %p %D %m %H %r %R %M %P %N %S >> {follow_out}"}
+        with env.pgpilot(cluster=cluster, health_check=FAST, failover=failover,
+                         backend=backends(cluster)) as px:
+            cluster.kill(primary)
+            wait_until("pgpilot found the new primary",
+                       lambda: "is the new primary" in px.log())
+            with open(out) as f:
+                args = f.read().split()
+            p, s1 = primary, standby1
+            check_equal(args, ["0", p["host"], str(p["port"]), p["data_dir"],
+                               "1", s1["host"], str(s1["port"]), s1["data_dir"],
+                               "0", "0", p["host"], str(p["port"]), "%"], "failover placeholders")
+            log = px.log()
+            check("failover command for node 0 stdout: promoting node 1" in log, "stdout logged")
+            check("failover command for node 0 succeeded" in log, "success logged")
+            wait_until("follow command ran", lambda: os.path.exists(follow_out) and
+                       "follow primary command for node 2 succeeded" in px.log())
+            with open(follow_out) as f:
+                follow_args = f.read().split()
+            s2 = standby2
+            check_equal(follow_args, ["2", s2["host"], str(s2["port"]), s2["data_dir"],
+                                      "1", s1["host"], str(s1["port"]), s1["data_dir"],
+                                      "0", "0", p["host"], str(p["port"])],
+                        "follow_primary_command placeholders")
+            with Connection(px.port) as c:
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT inet_server_port()"), str(standby1["port"]),
+                            "writes go to the promoted node")
+
+
+@pgpilot_only
+def test_failing_failover_command_leaves_the_node_down(env):
+    with env.private_cluster(standbys=1) as cluster:
+        primary, standby = cluster.nodes
+        failover = {"command": "echo trying %d; echo cannot promote %m >&2; exit 1"}
+        with env.pgpilot(cluster=cluster, health_check=FAST, failover=failover,
+                         backend=backends(cluster)) as px:
+            cluster.kill(primary)
+            wait_until("the failover gave up", lambda: "no node is the primary" in px.log())
+            log = px.log()
+            check("failover command for node 0 failed: exit status 1" in log, f"logged:\n{log}")
+            check("failover command for node 0 stdout: trying 0" in log, "stdout logged")
+            check("failover command for node 0 stderr: cannot promote 1" in log, "stderr logged")
+            check_equal(status_file(px), "down\nup\n", "node 0 stays down")
+            # pgpilot is alive and says there is no primary.
+            try:
+                with Connection(px.port, connect_timeout=5) as c:
+                    result = c.execute("SELECT 1")
+                    check(not result.ok, "a query without a primary fails")
+            except PgError as e:
+                check("no primary node is available" in str(e), f"error: {e}")
+            check_equal(cluster.psql(standby, "SELECT pg_is_in_recovery()").strip(), "t",
+                        "the standby was not promoted")
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main())
