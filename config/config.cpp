@@ -220,6 +220,7 @@ const std::vector<detail::section_spec<settings>>& schema() {
                               key_table<auth_settings>{
                                   enum_key("method", &auth_settings::method, auth_method_names),
                                   string_key("backend_password", &auth_settings::backend_password),
+                                  string_list_key("admin_users", &auth_settings::admin_users),
                               }),
         detail::table_section(
             "load_balance", &settings::load_balance,

@@ -118,6 +118,8 @@ struct user_settings {
 struct auth_settings {
     auth_method method = auth_method::trust;
     std::string backend_password;  // used toward backends when they ask for one
+    // Users who may run PGPOOL ATTACH/DETACH/PROMOTE NODE besides backend superusers.
+    std::vector<std::string> admin_users;
 };
 
 // [streaming_replication_check]: how ha/ reads each node's WAL position and the primary's

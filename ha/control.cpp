@@ -170,7 +170,27 @@ net::awaitable<control_result> node_registry::prepare_switchover(int old_primary
             break;
         }
         if (*(*row)[0] == "0") {
-            target = router::parse_lsn(*(*row)[1]);
+            // A backend applies the reloaded default_transaction_read_only only between
+            // commands, after the postmaster passed the SIGHUP on: on a busy machine one may
+            // still start a writing transaction after `since`. End every other session (each
+            // termination awaited) so that nothing commits after the position read below.
+            auto t = co_await query_within(
+                *oc.conn,
+                "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM "
+                "pg_catalog.pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND pid <> pg_catalog.pg_backend_pid()",
+                ort.health_timeout + std::chrono::seconds(5));
+            const text_row* ended = single_row(t, 1);
+            auto l = co_await query_within(*oc.conn, "SELECT pg_catalog.pg_current_wal_lsn()::text",
+                                           ort.health_timeout);
+            const text_row* lsn = single_row(l, 1);
+            if (!ended || !lsn || !(*lsn)[0]) {
+                why = failure_text(ended ? l : t);
+                break;
+            }
+            log::info("switchover: node {} ended {} sessions; its WAL ends at {}", old_primary,
+                      *(*ended)[0], *(*lsn)[0]);
+            target = router::parse_lsn(*(*lsn)[0]);
             break;
         }
         if (steady_clock::now() >= deadline) {

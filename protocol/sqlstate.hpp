@@ -23,6 +23,7 @@ inline constexpr std::string_view feature_not_supported = "0A000";
 inline constexpr std::string_view invalid_parameter_value = "22023";
 
 // Class 25 - Invalid Transaction State
+inline constexpr std::string_view active_sql_transaction = "25001";
 inline constexpr std::string_view read_only_sql_transaction = "25006";
 
 // Class 28 - Invalid Authorization Specification
@@ -32,10 +33,17 @@ inline constexpr std::string_view invalid_password = "28P01";
 // Class 3D - Invalid Catalog Name
 inline constexpr std::string_view invalid_catalog_name = "3D000";
 
+// Class 42 - Syntax Error or Access Rule Violation
+inline constexpr std::string_view syntax_error = "42601";
+inline constexpr std::string_view insufficient_privilege = "42501";
+
 // Class 53 - Insufficient Resources
 inline constexpr std::string_view out_of_memory = "53200";
 inline constexpr std::string_view too_many_connections = "53300";
 inline constexpr std::string_view configuration_limit_exceeded = "53400";
+
+// Class 55 - Object Not In Prerequisite State
+inline constexpr std::string_view object_not_in_prerequisite_state = "55000";
 
 // Class 57 - Operator Intervention
 inline constexpr std::string_view query_canceled = "57014";

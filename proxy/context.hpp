@@ -58,7 +58,8 @@ struct shared_state {
           registry(r),
           slots(std::size_t(s.pool.max_client_connections),
                 std::size_t(s.pool.reserved_connections)),
-          select_count(s.backends.size()) {}
+          select_count(s.backends.size()),
+          open_transactions(s.backends.size()) {}
     const config::settings& settings;
     ha::node_registry& registry;
     cancel_map cancels;
@@ -70,6 +71,9 @@ struct shared_state {
     router::lsn_mark written_lsn;
     /// Reads routed to each node (SHOW POOL_NODES select_cnt).
     std::vector<std::atomic<std::uint64_t>> select_count;
+    /// Client transactions open on each node now (PGPOOL DETACH NODE ... GRACEFULLY waits for
+    /// them to end).
+    std::vector<std::atomic<int>> open_transactions;
     volatile_functions volatiles;
 };
 

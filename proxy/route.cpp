@@ -12,6 +12,7 @@
 #include "protocol/sqlstate.hpp"
 #include "proxy/session.hpp"
 #include "router/balance.hpp"
+#include "router/node_command.hpp"
 #include "router/sql_lexer.hpp"
 
 namespace pgpilot::proxy {
@@ -77,7 +78,7 @@ void session::on_client_ready(char status) {
     client_tx_status_ = status;
     if (status == 'I') {
         if (tx_node_ >= 0 && tx_wrote_) route_.wrote_in_transaction = true;
-        tx_node_ = -1;
+        set_tx_node(-1);
         tx_wrote_ = false;
         tx_log_.clear();
         route_.in_transaction = false;
@@ -89,9 +90,16 @@ void session::on_client_ready(char status) {
     route_.in_transaction = true;
     route_.transaction_failed = status == 'E';
     if (tx_node_ < 0) {
-        tx_node_ = reading_;
+        set_tx_node(reading_);
         route_.transaction_on_primary = current_primary() == reading_;
     }
+}
+
+void session::set_tx_node(int node) {
+    if (node == tx_node_) return;
+    if (tx_node_ >= 0) shared_.open_transactions[std::size_t(tx_node_)].fetch_sub(1);
+    if (node >= 0) shared_.open_transactions[std::size_t(node)].fetch_add(1);
+    tx_node_ = node;
 }
 
 net::awaitable<void> session::wait_drained() {
@@ -103,16 +111,19 @@ net::awaitable<void> session::wait_drained() {
 }
 
 void session::switch_to(int node) {
-    if (node == active_) return;
+    if (node == active_ && !cancel_target_stale_) return;
     const int old = active_;
     active_ = node;
+    cancel_target_stale_ = false;
     auto& conn = *links_[std::size_t(node)].conn;
     shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{conn.address, conn.pid, conn.key});
-    // backend_to_client waits on the old node's socket: wake it to read the new one.
-    if (old >= 0 && reading_ == old && links_[std::size_t(old)].conn) {
+    // backend_to_client waits on the old node's socket, or for a new connection: wake it to
+    // read this one.
+    if (old >= 0 && old != node && reading_ == old && links_[std::size_t(old)].conn) {
         error_code ignored;
         links_[std::size_t(old)].conn->socket.cancel(ignored);
     }
+    link_ready_.cancel();
 }
 
 // A standby for a read, or the primary when none may serve it (consistency, lag, weights).
@@ -132,7 +143,7 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
         node = chosen && usable(*chosen) ? *chosen : -1;
         if (!lb.statement_level) lb_node_ = node;
     }
-    if (node < 0) co_return current_primary();
+    if (node < 0) co_return co_await await_primary();
 
     std::uint64_t required = 0;
     switch (lb.consistency) {
@@ -167,7 +178,7 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
     }
     log::debug("s{} node {} has not replayed {} yet: reading from the primary", id_, node,
                router::format_lsn(required));
-    co_return current_primary();
+    co_return co_await await_primary();
 }
 
 void session::classify_unit(unit& u) const {
@@ -213,23 +224,33 @@ void session::classify_unit(unit& u) const {
 
 net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_transaction) {
     move_transaction = false;
-    auto primary = current_primary();
-    if (!primary) co_return std::nullopt;
     const auto& summary = u.summary;
     switch (router::decide_route(summary, route_, shared_.settings.load_balance)) {
-        case router::route_target::primary:
-            move_transaction = route_.in_transaction && tx_node_ != *primary;
+        case router::route_target::primary: {
+            auto primary = co_await await_primary();
+            move_transaction = primary && route_.in_transaction && tx_node_ != *primary;
             co_return primary;
-        case router::route_target::transaction_node:
-            co_return tx_node_ >= 0 ? tx_node_ : active_;
+        }
+        case router::route_target::transaction_node: {
+            const int node = tx_node_ >= 0 ? tx_node_ : active_;
+            // A transaction on the primary waits out a failover or switchover like any other
+            // statement for the primary; if its node is gone afterwards, so is the transaction.
+            auto snapshot = shared_.registry.snapshot();
+            if (snapshot->failover_in_progress && node >= 0 &&
+                std::size_t(node) < snapshot->nodes.size() &&
+                snapshot->nodes[std::size_t(node)].role == router::node_role::primary)
+                co_await await_primary();
+            co_return node;
+        }
         case router::route_target::current:
-            co_return active_ >= 0 && links_[std::size_t(active_)].conn ? active_ : *primary;
+            if (active_ >= 0 && links_[std::size_t(active_)].conn) co_return active_;
+            co_return co_await await_primary();
         case router::route_target::read_node: {
             bool waited = false;
             co_return co_await read_node(waited);
         }
     }
-    co_return primary;
+    co_return co_await await_primary();
 }
 
 // Before the client's unit: what the connection must run first so that the client cannot
@@ -254,7 +275,7 @@ void session::build_prefix(int node, bool move_transaction, std::string& out) {
         for (const auto& s : tx_log_)
             hidden(s);
         log::debug("s{} transaction moves from node {} to node {}", id_, tx_node_, node);
-        tx_node_ = node;
+        set_tx_node(node);
         route_.transaction_on_primary = true;
     }
 }
@@ -328,6 +349,10 @@ void session::after_dispatch(const unit& u, int node) {
     }
     if (s.pins_session || (s.pins_to_primary && !s.opens_transaction && !route_.in_transaction))
         route_.pinned = true;
+    // State that lives on this connection alone: losing the connection must end the session.
+    if (s.pins_session || std::any_of(u.infos.begin(), u.infos.end(),
+                                      [](const auto& i) { return !i.prepare_name.empty(); }))
+        links_[std::size_t(node)].holds_state = true;
     if (s.opens_transaction)
         route_.transaction_read_only = s.read_only_transaction && !s.pins_to_primary;
 
@@ -459,8 +484,125 @@ std::string session::show_pool_nodes() const {
     return out;
 }
 
+// A read sent to a standby outside a transaction, whole: kept until the next unit, to run it
+// elsewhere should that standby fail before answering (backend_to_client).
+void session::keep_for_replay(const unit& u, int node) {
+    const bool replayable = !u.continuation && u.ends_batch && !u.streamed && !u.copy_in &&
+                            !u.function_call && !u.unclassified && client_tx_status_ == 'I' &&
+                            !route_.in_transaction &&
+                            u.summary.cls == router::statement_class::read &&
+                            !u.summary.opens_transaction && current_primary() != node;
+    if (!replayable) {
+        replay_.reset();
+        return;
+    }
+    if (!replay_) replay_ = std::make_unique<unit_copy>();
+    replay_->u = u;
+    replay_->node = node;
+    if (u.query) {
+        // The text is a view into the client's buffer: point it into the copy (a Query frame
+        // is the tag, the length, the text and its terminating NUL).
+        const std::string_view bytes = replay_->u.bytes;
+        if (bytes.size() < protocol::header_size + 1 || bytes[0] != 'Q') {
+            replay_.reset();
+            return;
+        }
+        replay_->u.text =
+            bytes.substr(protocol::header_size, bytes.size() - protocol::header_size - 1);
+    }
+}
+
+// Node control on the client port (docs/ha.md). Answered by pgpilot: an ErrorResponse for a
+// syntax error, a user who may not, or a refusal; otherwise a NOTICE saying what was done.
+net::awaitable<std::string> session::node_control(const router::node_command& command) {
+    std::string out;
+    auto fail = [&](std::string_view code, std::string message) {
+        protocol::append_error_response(out, {"ERROR", code, std::move(message), {}, {}});
+        protocol::append_ready_for_query(out, client_tx_status_);
+        return out;
+    };
+    if (!command.error.empty()) co_return fail(protocol::sqlstate::syntax_error, command.error);
+    const auto& admins = shared_.settings.auth.admin_users;
+    if (!superuser_ && std::find(admins.begin(), admins.end(), user_) == admins.end())
+        co_return fail(protocol::sqlstate::insufficient_privilege,
+                       fmt::format("permission denied: {} needs a superuser or a user listed in "
+                                   "[auth] admin_users",
+                                   router::to_string(command)));
+    if (client_tx_status_ != 'I')
+        co_return fail(
+            protocol::sqlstate::active_sql_transaction,
+            fmt::format("{} cannot run inside a transaction block", router::to_string(command)));
+    const int id = command.node;
+    if (std::size_t(id) >= shared_.open_transactions.size())
+        co_return fail(protocol::sqlstate::invalid_parameter_value,
+                       fmt::format("there is no node {} (nodes are 0 to {})", id,
+                                   shared_.open_transactions.size() - 1));
+    log::warning("s{} user \"{}\" runs {}", id_, user_, router::to_string(command));
+    ha::control_result r;
+    switch (command.what) {
+        case router::node_command::action::attach:
+            r = co_await shared_.registry.attach_node(id);
+            break;
+        case router::node_command::action::detach: {
+            if (command.gracefully) {
+                // Transactions open on the node may finish first (up to hold_timeout).
+                const auto deadline =
+                    std::chrono::steady_clock::now() + shared_.registry.hold_timeout();
+                net::steady_timer t(client_.get_executor());
+                while (shared_.open_transactions[std::size_t(id)].load() > 0 &&
+                       std::chrono::steady_clock::now() < deadline) {
+                    t.expires_after(std::chrono::milliseconds(10));
+                    co_await t.async_wait(use_tuple);
+                    if (shared_.stopping.load())
+                        co_return fail(protocol::sqlstate::admin_shutdown,
+                                       "pgpilot is shutting down");
+                }
+            }
+            r = co_await shared_.registry.detach_node(id);
+            break;
+        }
+        case router::node_command::action::promote:
+            r = co_await shared_.registry.promote_node(id, command.switchover);
+            break;
+    }
+    log::warning("s{} {}: {}{}", id_, router::to_string(command),
+                 r.ok ? "" : "refused: ", r.message);
+    if (!r.ok)
+        co_return fail(protocol::sqlstate::object_not_in_prerequisite_state,
+                       fmt::format("{} failed: {}", router::to_string(command), r.message));
+    protocol::append_notice_response(
+        out, {"NOTICE", protocol::sqlstate::successful_completion, r.message, {}, {}});
+    auto tag = router::to_string(command);
+    protocol::append_command_complete(out, tag.substr(0, tag.find(" NODE")) + " NODE");
+    protocol::append_ready_for_query(out, client_tx_status_);
+    co_return out;
+}
+
 net::awaitable<session_end> session::dispatch(unit& u) {
+    while (dispatching_) {
+        dispatch_done_.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await dispatch_done_.async_wait(use_tuple);
+        if (shared_.stopping.load()) co_return session_end::admin_shutdown;
+    }
+    dispatching_ = true;
+    struct done_guard {
+        session& s;
+        ~done_guard() {
+            s.dispatching_ = false;
+            s.dispatch_done_.cancel();
+        }
+    } guard{*this};
+    co_return co_await dispatch_one(u);
+}
+
+net::awaitable<session_end> session::dispatch_one(unit& u) {
     if (u.query && is_show_pool_nodes(u.text)) co_return co_await answer_locally(show_pool_nodes());
+    if (u.query) {
+        if (auto command = router::parse_node_command(u.text)) {
+            std::string answer = co_await node_control(*command);
+            co_return co_await answer_locally(std::move(answer));
+        }
+    }
 
     // The Sync after an extended-protocol COPY FROM STDIN: it completes the batch that started
     // the COPY (the server ignored that batch's own Sync).
@@ -484,6 +626,9 @@ net::awaitable<session_end> session::dispatch(unit& u) {
     if (u.continuation) {
         node = unit_node_;
     } else {
+        retire_links();
+        const auto started = std::chrono::steady_clock::now();
+        net::steady_timer pause(client_.get_executor());
         for (;;) {
             auto chosen = co_await choose_node(u, move);
             if (!chosen) {
@@ -493,8 +638,24 @@ net::awaitable<session_end> session::dispatch(unit& u) {
                                     fmt::format("pgpilot: {}", reason));
                 co_return session_end::no_backend;
             }
+            if (route_.in_transaction && *chosen == tx_node_) {
+                auto snapshot = shared_.registry.snapshot();
+                const auto& n = snapshot->nodes.at(std::size_t(*chosen));
+                if (n.status != router::node_status::up) {
+                    // Its node failed or was detached (a switchover): the transaction cannot
+                    // go on anywhere else, and must not commit on a node that is not the
+                    // primary any more.
+                    end_detail_ = fmt::format("node {} of the open transaction is {}", *chosen,
+                                              router::to_string(n.status));
+                    std::string message = fmt::format(
+                        "terminating connection because node {} of the open transaction is {}: {}",
+                        *chosen, router::to_string(n.status), n.status_reason);
+                    co_await send_fatal(protocol::sqlstate::admin_shutdown, std::move(message));
+                    co_return session_end::no_backend;
+                }
+            }
             // Only one node has answers in flight at a time: the client reads them in order.
-            if (*chosen != active_ && !links_[std::size_t(active_)].queue.empty()) {
+            if (*chosen != active_ && active_ >= 0 && !links_[std::size_t(active_)].queue.empty()) {
                 co_await wait_drained();
                 continue;  // the transaction state may have changed meanwhile: decide again
             }
@@ -502,22 +663,35 @@ net::awaitable<session_end> session::dispatch(unit& u) {
                 node = *chosen;
                 break;
             }
-            const auto primary = current_primary();
-            if (primary == *chosen) {
-                auto& failure = links_[std::size_t(*chosen)].failure;
+            auto& failure = links_[std::size_t(*chosen)].failure;
+            const bool tx_here = route_.in_transaction && tx_node_ == *chosen;
+            if (current_primary() == *chosen || tx_here) {
+                // The primary cannot be reached: the health check confirms that at once (a
+                // session's report) and a failover begins; until then, or hold_timeout, the
+                // statement waits and tries again, as it would while the failover runs.
+                const bool node_trouble = failure.unreachable || failure.local;
+                if (!tx_here && node_trouble &&
+                    std::chrono::steady_clock::now() - started < shared_.registry.hold_timeout()) {
+                    pause.expires_after(std::chrono::milliseconds(20));
+                    co_await pause.async_wait(use_tuple);
+                    if (shared_.stopping.load()) co_return session_end::admin_shutdown;
+                    continue;
+                }
                 end_detail_ = failure.message;
-                co_await send_fatal(failure.sqlstate.empty()
-                                        ? std::string(protocol::sqlstate::connection_failure)
-                                        : failure.sqlstate,
-                                    "pgpilot: " + failure.message);
+                if (!failure.error_frame.empty()) {
+                    co_await send_client(failure.error_frame);
+                } else {
+                    const std::string code =
+                        failure.sqlstate.empty()
+                            ? std::string(protocol::sqlstate::connection_failure)
+                            : failure.sqlstate;
+                    std::string message = "pgpilot: " + failure.message;
+                    co_await send_fatal(code, std::move(message));
+                }
                 co_return session_end::no_backend;
             }
             // A standby we cannot use (down, database not there yet, full): the primary reads.
             if (lb_node_ == *chosen) lb_node_ = -1;
-            if (route_.in_transaction && tx_node_ == *chosen) {
-                end_detail_ = "the node of the open transaction is gone";
-                co_return session_end::backend_disconnected;
-            }
             links_[std::size_t(*chosen)].retry_after =
                 std::chrono::steady_clock::now() + std::chrono::seconds(1);
         }
@@ -564,6 +738,7 @@ net::awaitable<session_end> session::dispatch(unit& u) {
                 append_lsn_query(link, out, true);
         }
     }
+    keep_for_replay(u, node);
     auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
     if (ec) {
         if (ec == net::error::operation_aborted) co_return session_end::admin_shutdown;

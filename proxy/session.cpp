@@ -2,6 +2,9 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "ha/log.hpp"
@@ -90,6 +93,8 @@ session::session(worker& w, stream client, std::uint64_t id)
       client_(std::move(client)),
       id_(id),
       drained_(w.ctx, std::chrono::steady_clock::time_point::max()),
+      link_ready_(w.ctx, std::chrono::steady_clock::time_point::max()),
+      dispatch_done_(w.ctx, std::chrono::steady_clock::time_point::max()),
       local_done_(w.ctx, std::chrono::steady_clock::time_point::max()) {}
 
 net::awaitable<error_code> session::send_client(std::string_view bytes) {
@@ -273,19 +278,54 @@ std::optional<int> session::current_primary() const {
     return router::route_to_primary(*shared_.registry.snapshot()).node;
 }
 
+namespace {
+
+/// Whether an idle backend connection is already dead: closed, reset, or with an unsolicited
+/// ErrorResponse (a FATAL before the close) waiting. Nothing is consumed.
+bool idle_connection_broken(ha::backend_connection& conn) {
+    char first = 0;
+    const auto n = ::recv(conn.socket.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return true;
+    if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    return first == 'E';
+}
+
+}  // namespace
+
 net::awaitable<bool> session::ensure_link(int node) {
     auto& link = links_.at(std::size_t(node));
-    if (link.conn) co_return true;
+    if (link.conn) {
+        // Nobody reads an idle connection the session is not using: its node may have gone
+        // away meanwhile (the primary killed while the session was reading from a standby).
+        if (node == reading_ || !link.queue.empty() || !idle_connection_broken(*link.conn))
+            co_return true;
+        if (!may_lose_link(node)) {
+            link.failure = {std::string(sqlstate::admin_shutdown),
+                            fmt::format("terminating connection: the connection to node {} was "
+                                        "lost with session state on it",
+                                        node),
+                            {},
+                            false};
+            shared_.registry.report_backend_failure(node, ha::backend_failure::io,
+                                                    "connection found closed");
+            co_return false;
+        }
+        lose_link(node, ha::backend_failure::io, "connection found closed");
+    }
     const auto now = std::chrono::steady_clock::now();
     if (now < link.retry_after) co_return false;
     link = backend_link{};
     link.pool_key = pool_key(node, params_);
     auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(shared_.settings.pool.connection_life_time));
-    link.conn = worker_.pool.take(link.pool_key, life);
-    if (link.conn) {
-        log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
-        co_return true;
+    while ((link.conn = worker_.pool.take(link.pool_key, life))) {
+        if (!idle_connection_broken(*link.conn)) {
+            log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
+            co_return true;
+        }
+        log::debug("s{} pooled backend pid {} on node {} is closed: discarded", id_, link.conn->pid,
+                   node);
+        link.conn.reset();
     }
     auto snapshot = shared_.registry.snapshot();
     const auto& n = snapshot->nodes.at(std::size_t(node));
@@ -295,7 +335,9 @@ net::awaitable<bool> session::ensure_link(int node) {
     if (!r.conn) {
         log::warning("s{} cannot connect to node {} for user \"{}\" database \"{}\": {}", id_, node,
                      user_, database_, r.failure.message);
-        if (r.failure.unreachable) shared_.registry.request_detect();
+        if (r.failure.unreachable)
+            shared_.registry.report_backend_failure(node, ha::backend_failure::connect,
+                                                    r.failure.message);
         link.retry_after = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         link.failure = std::move(r.failure);
         co_return false;
@@ -304,6 +346,72 @@ net::awaitable<bool> session::ensure_link(int node) {
     link.conn->node = node;
     log::debug("s{} connected to node {} backend pid {}", id_, node, link.conn->pid);
     co_return true;
+}
+
+bool session::replayable_queue(const backend_link& link) {
+    int clients = 0;
+    for (const auto& r : link.queue) {
+        if (r.started) return false;
+        if (r.k == backend_link::response::kind::client) ++clients;
+    }
+    return clients == 1 && link.queue.back().k == backend_link::response::kind::client;
+}
+
+bool session::may_lose_link(int node) const {
+    const auto& link = links_[std::size_t(node)];
+    return !link.holds_state && !(route_.in_transaction && tx_node_ == node);
+}
+
+void session::lose_link(int node, ha::backend_failure kind, const std::string& reason) {
+    auto& link = links_[std::size_t(node)];
+    log::info("s{} lost its connection to node {}: {}", id_, node, reason);
+    shared_.registry.report_backend_failure(node, kind, reason);
+    // Destroying the connection cancels a read backend_to_client may have pending on it.
+    link = backend_link{};
+    if (node == active_) cancel_target_stale_ = true;
+}
+
+void session::retire_links() {
+    auto snapshot = shared_.registry.snapshot();
+    for (std::size_t i = 0; i < links_.size() && i < snapshot->nodes.size(); ++i) {
+        auto& link = links_[i];
+        if (!link.conn || snapshot->nodes[i].status == router::node_status::up) continue;
+        if (!link.queue.empty() || link.partial_write || !may_lose_link(int(i))) continue;
+        log::info("s{} closes its connection to node {}: the node is {}", id_, i,
+                  router::to_string(snapshot->nodes[i].status));
+        link = backend_link{};
+        if (int(i) == active_) cancel_target_stale_ = true;
+    }
+}
+
+net::awaitable<std::optional<int>> session::await_primary() {
+    auto snapshot = shared_.registry.snapshot();
+    auto primary = router::route_to_primary(*snapshot).node;
+    if (primary && !snapshot->failover_in_progress) co_return primary;
+    if (!primary && !snapshot->failover_in_progress) shared_.registry.request_detect();
+    const auto start = std::chrono::steady_clock::now();
+    net::steady_timer t(client_.get_executor());
+    bool said = false;
+    for (;;) {
+        const auto limit =
+            start + (snapshot->failover_in_progress
+                         ? std::max(shared_.registry.hold_timeout(), shared_.timeouts.primary_wait)
+                         : shared_.timeouts.primary_wait);
+        if (std::chrono::steady_clock::now() >= limit) co_return std::nullopt;
+        if (!said && snapshot->failover_in_progress) {
+            log::debug("s{} holds a statement for the primary: failover in progress", id_);
+            said = true;
+        }
+        t.expires_after(std::chrono::milliseconds(5));
+        co_await t.async_wait(use_tuple);
+        if (shared_.stopping.load()) co_return std::nullopt;
+        snapshot = shared_.registry.snapshot();
+        primary = router::route_to_primary(*snapshot).node;
+        if (primary && !snapshot->failover_in_progress) {
+            if (said) log::debug("s{} releases its held statement to node {}", id_, *primary);
+            co_return primary;
+        }
+    }
 }
 
 // Reads pg_proc's volatile functions of this database once, on the session's first backend
@@ -329,24 +437,11 @@ net::awaitable<void> load_volatile_functions(shared_state& shared, ha::backend_c
 
 net::awaitable<session_end> session::attach_backend() {
     links_.resize(shared_.registry.snapshot()->nodes.size());
-    auto route = current_primary();
+    auto route = co_await await_primary();
     if (!route) {
-        // The primary may be being (re)detected: wait a little for a snapshot that has one.
-        shared_.registry.request_detect();
-        net::steady_timer t(client_.get_executor());
-        auto deadline = std::chrono::steady_clock::now() + shared_.timeouts.primary_wait;
-        while (!route && std::chrono::steady_clock::now() < deadline) {
-            t.expires_after(std::chrono::milliseconds(50));
-            auto [ec] = co_await t.async_wait(use_tuple);
-            if (ec) co_return session_end::admin_shutdown;
-            route = current_primary();
-        }
-        if (!route) {
-            const std::string reason =
-                router::route_to_primary(*shared_.registry.snapshot()).reason;
-            co_await send_fatal(sqlstate::connection_failure, fmt::format("pgpilot: {}", reason));
-            co_return session_end::no_backend;
-        }
+        const std::string reason = router::route_to_primary(*shared_.registry.snapshot()).reason;
+        co_await send_fatal(sqlstate::connection_failure, fmt::format("pgpilot: {}", reason));
+        co_return session_end::no_backend;
     }
     const int node = *route;
     if (!co_await ensure_link(node)) {
@@ -359,6 +454,8 @@ net::awaitable<session_end> session::attach_backend() {
         co_return session_end::no_backend;
     }
     auto& conn = *links_[std::size_t(node)].conn;
+    for (const auto& [k, v] : conn.parameters)
+        if (k == "is_superuser") superuser_ = v == "on";
     if (shared_.settings.load_balance.enabled)
         co_await load_volatile_functions(shared_, conn, database_);
     active_ = reading_ = node;
@@ -408,6 +505,11 @@ net::awaitable<session_end> session::client_to_backend() {
         while (pos < in.size()) {
             if (skip > 0) {
                 const auto take = std::size_t(std::min<std::uint64_t>(skip, in.size() - pos));
+                if (skip_node < 0) {  // the rest of a message that is dropped
+                    pos += take;
+                    skip -= take;
+                    continue;
+                }
                 auto& link = links_[std::size_t(skip_node)];
                 auto [ec, n] = co_await net::async_write(
                     link.conn->socket, net::buffer(in.data() + pos, take), use_tuple);
@@ -450,6 +552,14 @@ net::awaitable<session_end> session::client_to_backend() {
                 // COPY data and the like: they belong to the unit that is running.
                 int node = in_unit_ ? unit_node_ : active_;
                 auto& link = links_[std::size_t(node)];
+                if (!link.conn) {
+                    // No COPY can be running on a connection that is gone: the server ignores
+                    // stray COPY messages, and so does pgpilot.
+                    pos += have;
+                    skip = whole ? 0 : h.total() - have;
+                    skip_node = -1;
+                    continue;
+                }
                 auto [ec, n] =
                     co_await net::async_write(link.conn->socket, net::buffer(frame), use_tuple);
                 if (ec) {
@@ -608,17 +718,60 @@ net::awaitable<session_end> session::backend_to_client() {
     for (;;) {
         if (filled == 0 && skip == 0) reading_ = active_;  // switch nodes at a boundary
         auto& link = links_[std::size_t(reading_)];
+        if (!link.conn) {
+            // The connection was lost while idle; dispatch() makes a new one (switch_to()
+            // wakes us) before anything is sent.
+            link_ready_.expires_at(std::chrono::steady_clock::time_point::max());
+            co_await link_ready_.async_wait(use_tuple);
+            if ((co_await net::this_coro::cancellation_state).cancelled() !=
+                net::cancellation_type::none)
+                co_return session_end::admin_shutdown;
+            continue;
+        }
         auto [ec, n] = co_await link.conn->socket.async_read_some(
             net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
         if (ec) {
-            if (is_cancelled(ec) && reading_ != active_) continue;  // switch_to() woke us
-            if (is_cancelled(ec)) co_return session_end::admin_shutdown;
-            if (link.queue.empty() && reading_ != tx_node_ && reading_ != active_ && filled == 0) {
-                // An idle connection the session no longer reads from closed: forget it.
-                log::info("s{} connection to node {} closed: {}", id_, reading_, ec.message());
-                link.conn.reset();
+            if (is_cancelled(ec)) {
+                // switch_to() woke us to read another node, or the connection was dropped
+                // (lose_link, retire_links); otherwise the session is ending.
+                if ((co_await net::this_coro::cancellation_state).cancelled() ==
+                    net::cancellation_type::none)
+                    continue;
+                co_return session_end::admin_shutdown;
+            }
+            const bool idle = link.queue.empty() && filled == 0 && skip == 0 && !link.partial_write;
+            const bool shutdown = link.unsolicited_fatal == sqlstate::admin_shutdown ||
+                                  link.unsolicited_fatal == sqlstate::crash_shutdown;
+            if (!idle && replay_ && replay_->node == reading_ && !dispatching_ && skip == 0 &&
+                !link.partial_write && replayable_queue(link)) {
+                // A read on a standby broke before any of its answer reached the client: run
+                // it on another node, as if it had gone there in the first place.
+                const int failed = reading_;
+                auto again = std::move(replay_);
+                filled = 0;
+                lose_link(failed, ha::backend_failure::io, "read from backend: " + ec.message());
+                links_[std::size_t(failed)].retry_after =
+                    std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                if (lb_node_ == failed) lb_node_ = -1;
+                log::info("s{} runs its read again elsewhere: node {} failed", id_, failed);
+                if (auto end = co_await dispatch(again->u); end != session_end::client_terminated)
+                    co_return end;
                 continue;
             }
+            if (idle && may_lose_link(reading_)) {
+                // An idle connection closed (its node going down, or a terminated backend):
+                // the session goes on; the next statement finds another connection.
+                lose_link(reading_,
+                          shutdown ? ha::backend_failure::shutdown : ha::backend_failure::io,
+                          link.unsolicited_fatal.empty()
+                              ? "connection closed: " + ec.message()
+                              : "closed after FATAL " + link.unsolicited_fatal);
+                continue;
+            }
+            if (!backend_sent_fatal_ || shutdown)
+                shared_.registry.report_backend_failure(
+                    reading_, shutdown ? ha::backend_failure::shutdown : ha::backend_failure::io,
+                    "read from backend: " + ec.message());
             end_detail_ = "read from backend: " + ec.message();
             co_return session_end::backend_disconnected;
         }
@@ -661,6 +814,10 @@ net::awaitable<session_end> session::backend_to_client() {
                     drop = true;
                 }
             }
+            // Nothing of the answer to a read went to the client yet: it could run elsewhere.
+            const bool could_replay = front && !front->started && replay_ &&
+                                      replay_->node == reading_ && replayable_queue(link);
+            if (front && !drop) front->started = true;
             if (h.tag == 'G' && front && front->extended && front->synced) link.absorb_sync = true;
             const bool inspect = h.tag == 'Z' || h.tag == 'S' || h.tag == 'E' ||
                                  (h.tag == 'D' && front && front->k == kind::lsn);
@@ -690,11 +847,32 @@ net::awaitable<session_end> session::backend_to_client() {
                         }
                     }
                 } else if (auto e = protocol::parse_error_response(body)) {
-                    if (hidden)
+                    const bool fatal = e->severity == "FATAL" || e->severity == "PANIC";
+                    if (hidden) {
                         log::debug("s{} node {}: pgpilot's own statement failed: {}", id_, reading_,
                                    e->message);
-                    else if (e->severity == "FATAL" || e->severity == "PANIC")
+                    } else if (fatal && could_replay &&
+                               (e->sqlstate == sqlstate::admin_shutdown ||
+                                e->sqlstate == sqlstate::crash_shutdown)) {
+                        // The node shut down instead of running a read nothing of which went
+                        // to the client yet: the read runs elsewhere once the close arrives.
+                        log::info("s{} node {} sent FATAL instead of an answer: {} ({})", id_,
+                                  reading_, e->message, e->sqlstate);
+                        link.unsolicited_fatal = std::string(e->sqlstate);
+                        front->started = false;
+                        drop = true;
+                    } else if (fatal && !front && may_lose_link(reading_)) {
+                        // Nothing asked for it: the node is shutting down or the backend was
+                        // terminated while idle. The session can go on elsewhere; the client
+                        // need not hear of it (the close follows).
+                        log::info("s{} node {} sent FATAL while idle: {} ({})", id_, reading_,
+                                  e->message, e->sqlstate);
+                        link.unsolicited_fatal = std::string(e->sqlstate);
+                        drop = true;
+                    } else if (fatal) {
                         backend_sent_fatal_ = true;
+                        if (!front) link.unsolicited_fatal = std::string(e->sqlstate);
+                    }
                 }
                 if (!drop) keep(pos, h.total());
                 pos += h.total();
@@ -789,14 +967,11 @@ net::awaitable<void> session::finish(session_end end) {
     // From here on the client's cancel key must not reach a backend: it is being reset or
     // closed, and a late cancel would hit DISCARD ALL or the next session's query.
     if (proxy_pid_ != 0) shared_.cancels.release(proxy_pid_);
+    set_tx_node(-1);
     if (holds_slot_) {
         shared_.slots.release();
         holds_slot_ = false;
     }
-
-    // A backend that vanished without a FATAL may mean the node went down: look again.
-    if (end == session_end::backend_disconnected && !backend_sent_fatal_)
-        shared_.registry.request_detect();
 
     // A backend connection goes back to the pool only when the client left it idle and the
     // reset succeeds; anything else (a query in flight, a broken connection) closes it.

@@ -15,6 +15,7 @@
 #include "ha/frame_io.hpp"
 #include "proxy/context.hpp"
 #include "router/classify.hpp"
+#include "router/node_command.hpp"
 #include "router/session_route.hpp"
 
 namespace pgpilot::proxy {
@@ -54,6 +55,7 @@ struct backend_link {
         bool forward_ready = false;       ///< lsn: its ReadyForQuery goes to the client
         bool extended = false;            ///< client: an extended-protocol batch
         bool synced = false;              ///< client, extended: its Sync was sent
+        bool started = false;             ///< some of its answer went to the client
     };
     std::deque<response> queue;
     std::size_t settings_applied = 0;  ///< entries of the session's set log run here
@@ -68,6 +70,12 @@ struct backend_link {
     /// The server ignores Sync during COPY FROM STDIN in extended mode; the client's next Sync
     /// (after CopyDone) is the one it answers: it belongs to the batch that started the COPY.
     bool absorb_sync = false;
+    /// The connection holds state pgpilot cannot rebuild elsewhere (temporary objects, LISTEN,
+    /// statements prepared with SQL): losing it must end the session.
+    bool holds_state = false;
+    /// The backend sent FATAL while the session expected nothing (its node shutting down): the
+    /// SQLSTATE, until the connection closes.
+    std::string unsolicited_fatal;
 };
 
 /// A statement that changed session state outside a transaction (SET, RESET, DISCARD...).
@@ -112,15 +120,29 @@ class session : public std::enable_shared_from_this<session> {
     // Routing (proxy/route.cpp).
     struct unit;
     net::awaitable<session_end> dispatch(unit& u);
+    net::awaitable<session_end> dispatch_one(unit& u);
     void classify_unit(unit& u) const;
     net::awaitable<std::optional<int>> choose_node(unit& u, bool& moved_transaction);
     net::awaitable<std::optional<int>> read_node(bool& waited);
     net::awaitable<bool> ensure_link(int node);
+    /// The primary, waiting while a failover runs ([failover] hold_timeout) or while none is
+    /// known yet (timeouts.primary_wait); nullopt when there is still none.
+    net::awaitable<std::optional<int>> await_primary();
+    /// Whether what is in flight on `link` is the client's one unit (after pgpilot's own
+    /// statements) and none of its answer went to the client yet.
+    static bool replayable_queue(const backend_link& link);
+    /// Whether the session survives losing its connection to `node` while it is idle.
+    bool may_lose_link(int node) const;
+    /// Forgets the (idle) connection to `node`, telling ha/ what happened to it.
+    void lose_link(int node, ha::backend_failure kind, const std::string& reason);
+    /// Closes idle connections to nodes that are no longer up.
+    void retire_links();
     net::awaitable<void> wait_drained();
     void switch_to(int node);
     void build_prefix(int node, bool move_transaction, std::string& out);
     void inject_statements(int node, unit& u, std::string& out);
     void after_dispatch(const unit& u, int node);
+    void keep_for_replay(const unit& u, int node);
     net::awaitable<session_end> answer_locally(std::string response);
     /// Appends the WAL position query owed on `link` to `out`, if the client's unit is still
     /// waiting for its ReadyForQuery, the query's stands in for it.
@@ -128,6 +150,10 @@ class session : public std::enable_shared_from_this<session> {
     net::awaitable<session_end> send_owed_lsn(backend_link& link);
     std::string show_pool_nodes() const;
     std::optional<int> current_primary() const;
+    /// PGPOOL ATTACH/DETACH/PROMOTE NODE, from the client port: the response to send.
+    net::awaitable<std::string> node_control(const router::node_command& command);
+    /// The node of the client's open transaction (-1: none), counted in shared_state.
+    void set_tx_node(int node);
     /// A ReadyForQuery went to the client: the transaction state it carries.
     void on_client_ready(char status);
     router::function_policy policy() const;
@@ -177,6 +203,19 @@ class session : public std::enable_shared_from_this<session> {
 
     /// Wakes client_to_backend when the active node's responses have all reached the client.
     net::steady_timer drained_;
+    /// Wakes backend_to_client when it waits for the active node's connection (lost while
+    /// idle) to be replaced.
+    net::steady_timer link_ready_;
+    bool cancel_target_stale_ = false;  ///< the active node's connection was replaced
+    bool superuser_ = false;            ///< the backend said is_superuser = on
+    /// dispatch() is running (the relay's reader may run one too, to retry a read): one at a
+    /// time, the other waits for dispatch_done_.
+    bool dispatching_ = false;
+    net::steady_timer dispatch_done_;
+    /// The last unit, while it is a read a standby runs outside a transaction: if that
+    /// connection breaks before any of its answer reached the client, it runs elsewhere.
+    struct unit_copy;
+    std::unique_ptr<unit_copy> replay_;
     bool local_writing_ = false;  ///< client_to_backend writes a local answer to the client
     net::steady_timer local_done_;
 
@@ -221,6 +260,11 @@ struct session::unit {
     // Filled by classify_unit():
     std::vector<router::statement_info> infos;  ///< the statements it runs (or parses)
     router::unit_summary summary;
+};
+
+struct session::unit_copy {
+    unit u;
+    int node = -1;
 };
 
 /// Starts a session on a worker (the socket's executor must be the worker's).

@@ -52,6 +52,9 @@ class DirectWriter:
                     self.committed.append(n)
                 else:
                     self.errors.append(r.sqlstate)
+                    if r.sqlstate != "25006":  # the session is gone: a new one
+                        conn.close()
+                        conn = None
                     time.sleep(0.005)
             except PgError as e:
                 self.errors.append(str(e))
@@ -119,7 +122,9 @@ def test_switchover_loses_no_commit(env):
             check_equal(statuses(snap), ["down", "up", "up"], "statuses")
             check_equal(roles(snap)[1], "primary", "new primary")
             check_equal(snap["failover_in_progress"], False, "failover over")
-            check(all(e == "25006" for e in writer.errors),
+            # 25006: refused as read-only; 57P01 (or a closed connection, no SQLSTATE): its
+            # session ended by the switchover.
+            check(all(e in ("25006", "57P01", None) for e in writer.errors),
                   f"the old primary only refused writes as read-only: {set(writer.errors)}")
             rows = cluster.psql(standby1, "SELECT i FROM itest_switchover").split()
             missing = set(writer.committed) - {int(r) for r in rows}
@@ -157,6 +162,73 @@ def test_auto_failback_attaches_a_streaming_standby(env):
                              "0", primary["host"], str(primary["port"]), "0"],
                             "failback_command placeholders")
             check_equal(status_file(ha), "up\nup\n", "status file")
+
+
+
+@pgpilot_only
+def test_node_control_by_sql(env):
+    """PGPOOL DETACH/ATTACH/PROMOTE NODE on the client port: refused to a user who is neither a
+    backend superuser nor in [auth] admin_users, refused inside a transaction, syntax and node
+    id checked; a switchover under autocommit writes and reads through pgpilot loses no
+    commit and gives those clients no error."""
+    from test_failover import Writer  # autocommit INSERTs through pgpilot, one connection
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster),
+                         auth={"admin_users": ["itest_admin"]}) as px:
+            with Connection(px.port) as su:
+                su.query("CREATE ROLE itest_plain LOGIN")
+                su.query("CREATE ROLE itest_admin LOGIN")
+                su.query("CREATE TABLE itest_sql_switchover (i int)")
+                su.query("GRANT ALL ON itest_sql_switchover TO itest_admin, itest_plain")
+                for sql, code in (("PGPOOL ATTACH NODE 7", "22023"),
+                                  ("PGPOOL FROB NODE 1", "42601"),
+                                  ("PGPOOL PROMOTE NODE 1 GRACEFULLY", "42601")):
+                    r = su.execute(sql)
+                    check_equal(r.sqlstate, code, f"answer to {sql}")
+                su.query("BEGIN")
+                check_equal(su.execute("PGPOOL DETACH NODE 2").sqlstate, "25001",
+                            "node control inside a transaction")
+                su.query("ROLLBACK")
+                check_equal(su.scalar("SELECT 'still here'"), "still here", "the session goes on")
+            with Connection(px.port, user="itest_plain") as plain:
+                r = plain.execute("PGPOOL DETACH NODE 2")
+                check_equal(r.sqlstate, "42501", "a plain user may not")
+            with Connection(px.port, user="itest_admin") as admin:
+                admin.query("PGPOOL DETACH NODE 2")
+                check_equal(admin.query("SHOW POOL_NODES")[2][3], "down", "node 2 detached")
+                admin.query("PGPOOL ATTACH NODE 2")
+                check_equal(admin.query("SHOW POOL_NODES")[2][3], "up", "node 2 attached")
+
+            # Switchover under load, by a superuser.
+            with Writer(px.port, "itest_sql_switchover") as writer, Connection(px.port) as reader:
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                with Connection(px.port) as su:
+                    su.query("PGPOOL PROMOTE NODE 1 SWITCHOVER")
+                took = time.monotonic() - t0
+                reads = 0
+                for _ in range(50):
+                    reader.query("SELECT count(*) FROM itest_sql_switchover")
+                    reads += 1
+                t_new = writer.wait_commit_on(standby1["port"])
+                time.sleep(0.2)
+            print(f"PGPOOL PROMOTE NODE 1 SWITCHOVER took {took:.3f}s; first commit on node 1 "
+                  f"{t_new - t0:.3f}s after it began; {len(writer.commits)} commits, "
+                  f"{len(writer.errors)} errors")
+            check_equal(writer.errors, [], "errors seen by the autocommit writer")
+            rows = {int(r) for r in cluster.psql(standby1, "SELECT i FROM itest_sql_switchover").split()}
+            missing = set(writer.committed_ids) - rows
+            check(not missing, f"{len(missing)} committed rows missing on the new primary")
+            with Connection(px.port) as c:
+                nodes = c.query("SHOW POOL_NODES")
+            check_equal([n[3] for n in nodes], ["down", "up", "up"], "statuses after the switchover")
+            check_equal(nodes[1][6], "primary", "node 1 is the primary")
+            deadline = time.monotonic() + 20
+            while "standby2" not in cluster.psql(standby1, "SELECT application_name FROM "
+                                                           "pg_stat_replication WHERE state = 'streaming'"):
+                check(time.monotonic() < deadline, "standby2 does not stream from node 1")
+                time.sleep(0.1)
 
 
 if __name__ == "__main__":

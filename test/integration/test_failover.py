@@ -5,6 +5,7 @@ failover command that fails, and restarts after a failover (status file, -D)."""
 
 import os
 import re
+import subprocess
 import threading
 import time
 
@@ -21,6 +22,7 @@ class Writer:
     def __init__(self, port, table):
         self.port, self.table = port, table
         self.commits, self.errors = [], []
+        self.committed_ids = []  # the values of the rows whose INSERT returned
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -35,6 +37,7 @@ class Writer:
                 port = conn.scalar(f"INSERT INTO {self.table} VALUES ({n}) "
                                    "RETURNING inet_server_port()")
                 self.commits.append((time.monotonic(), int(port)))
+                self.committed_ids.append(n)
             except PgError as e:
                 self.errors.append((time.monotonic(), str(e)))
                 if conn is not None:
@@ -154,6 +157,171 @@ def test_primary_killed_standby_promoted_other_follows(env):
             check("false primary: not in recovery, but node 2 is the primary" in log,
                   f"the old primary is fenced:\n{log}")
             check_equal(status_file(px), "down\nup\nup\n", "status file after -D")
+
+
+def failover_logged(px, timeout=15):
+    """Waits for 'node N is the new primary' in pgpilot's log; returns N."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = re.search(r"failover: node (\d) is the new primary", px.log())
+        if m:
+            return int(m.group(1))
+        check(time.monotonic() < deadline, f"no failover within {timeout}s:\n{px.log()}")
+        time.sleep(0.02)
+
+
+@pgpilot_only
+def test_sessions_outside_a_transaction_survive_the_failover(env):
+    """Clients keep their connections through a primary failover: an idle session's next
+    write runs on the new primary, also one whose connection to the old primary nobody was
+    reading (its last statement was a read on a standby), and a write sent while the failover
+    runs waits for it (hold_timeout) instead of failing. Only the session inside a
+    transaction on the old primary loses it, with a 57P01-class error. The failover command
+    sleeps a second before it promotes, so that there is a failover to wait for."""
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        nodes = backends(cluster)
+        nodes[0]["weight"] = 0  # reads go to the standbys
+        script = os.path.join(env.workdir, "slow_failover.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nsleep 1\n"
+                    "exec runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl promote -w -D \"$1\"\n")
+        os.chmod(script, 0o755)
+        # consistency_wait_ms: the read after the write waits for a standby to replay it
+        # rather than fall back to the primary (a busy machine replays slowly).
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=nodes,
+                         failover={"command": f"{script} %R"},
+                         load_balance={"consistency_wait_ms": 5000}) as px:
+            with Connection(px.port) as c:
+                c.query("CREATE TABLE itest_survive (i int)")
+            after_write = Connection(px.port)
+            after_read = Connection(px.port)
+            in_tx = Connection(px.port)
+            held = Connection(px.port)
+            try:
+                after_write.query("INSERT INTO itest_survive VALUES (1)")
+                after_read.query("INSERT INTO itest_survive VALUES (2)")
+                port = after_read.scalar("SELECT inet_server_port() FROM itest_survive LIMIT 1")
+                check(port != str(primary["port"]), f"the read ran on a standby ({port})")
+                in_tx.query("BEGIN")
+                in_tx.query("INSERT INTO itest_survive VALUES (3)")
+                held.query("SELECT 1")
+                cluster.kill(primary)
+                wait_until("the failover began", lambda: "failover command for node 0: running"
+                                                         in px.log())
+                t0 = time.monotonic()
+                port = held.scalar("INSERT INTO itest_survive VALUES (4) RETURNING inet_server_port()")
+                took = time.monotonic() - t0
+                new = failover_logged(px)
+                new_port = str(cluster.nodes[new]["port"])
+                check_equal(port, new_port, "a write sent during the failover ran on the new primary")
+                print(f"a write sent while the failover ran waited {took:.3f}s for the new primary")
+                for name, conn in (("idle after a write", after_write),
+                                   ("idle after a read", after_read)):
+                    port = conn.scalar("INSERT INTO itest_survive VALUES (5) "
+                                       "RETURNING inet_server_port()")
+                    check_equal(port, new_port, f"session {name}: its next write")
+                try:
+                    in_tx.query("INSERT INTO itest_survive VALUES (6)")
+                except PgError as e:
+                    print(f"the session inside a transaction got: {e}")
+                    check(e.sqlstate in (None, "57P01", "08006"), f"its error: {e}")
+                else:
+                    raise harness.TestFailure("the transaction on the dead primary went on")
+                log = px.log()
+                check("lost its connection to node 0" in log or
+                      "closes its connection to node 0" in log, f"links dropped:\n{log}")
+            finally:
+                for c in (after_write, after_read, in_tx, held):
+                    c.close()
+
+
+def pgbench_processed(output):
+    m = re.search(r"number of transactions actually processed: (\d+)", output)
+    check(m, f"pgbench output without a transaction count:\n{output}")
+    return int(m.group(1))
+
+
+@pgpilot_only
+def test_pgbench_tpcb_failover_keeps_every_commit(env):
+    """kill -9 of the primary under pgbench TPC-B (8 clients) with synchronous_commit =
+    remote_apply to either standby: the standby with the most WAL is promoted, the other
+    follows it, writes resume, and every transaction pgbench saw committed is on the new
+    primary (pgbench_history has a row per transaction)."""
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        cluster.psql(primary, "ALTER SYSTEM SET synchronous_standby_names = "
+                              "'ANY 1 (standby1, standby2)'")
+        cluster.psql(primary, "ALTER SYSTEM SET synchronous_commit = 'remote_apply'")
+        cluster.psql(primary, "SELECT pg_reload_conf()")
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster)) as px:
+            harness.pgbench(px.port, "-i", "-s", "1", "-q")
+            with Connection(px.port) as c:
+                c.query("CREATE TABLE itest_tpcb_writer (i int)")
+            bench = subprocess.Popen(
+                ["pgbench", "-h", harness.HOST, "-p", str(px.port), "-U", harness.SUPERUSER,
+                 "-c", "8", "-j", "2", "-T", "8", harness.DATABASE],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with Writer(px.port, "itest_tpcb_writer") as writer:
+                time.sleep(2.5)
+                t_kill = time.monotonic()
+                cluster.kill(primary)
+                new = failover_logged(px)
+                new_node = cluster.nodes[new]
+                t_resumed = writer.wait_commit_on(new_node["port"])
+                out, _ = bench.communicate(timeout=60)
+            processed = pgbench_processed(out)
+            aborted = len(re.findall(r"client \d+ aborted", out))
+            last_old = max(t for t, p in writer.commits if p == primary["port"])
+            print(f"write outage: {t_resumed - t_kill:.3f}s from the kill to the first commit on "
+                  f"node {new} (last commit on the old primary {last_old - t_kill:+.3f}s after "
+                  f"the kill); pgbench: {processed} transactions committed, {aborted} of 8 "
+                  f"clients aborted (inside a transaction at the kill), exit {bench.returncode}")
+            history = int(cluster.psql(new_node, "SELECT count(*) FROM pgbench_history").strip())
+            check(history >= processed, f"pgbench saw {processed} commits; the new primary has "
+                                        f"{history} pgbench_history rows")
+            # Every row the writer saw committed (on either primary) is on the new one.
+            rows = {int(r) for r in cluster.psql(new_node, "SELECT i FROM itest_tpcb_writer").split()}
+            missing = set(writer.committed_ids) - rows
+            check(not missing, f"{len(missing)} of {len(writer.committed_ids)} committed writer "
+                               f"rows missing on the new primary: {sorted(missing)[:10]}")
+            other = cluster.nodes[3 - new]
+            wait_until(f"{other['name']} streaming from the new primary",
+                       lambda: other["name"] in streaming_from(cluster, new_node), timeout=20)
+            print(f"history rows {history} >= {processed}; {other['name']} follows node {new}")
+
+
+@pgpilot_only
+def test_standby_killed_under_read_only_pgbench(env):
+    """kill -9 of a standby during pgbench -S (8 clients): no client sees an error, the node
+    is marked down, and the reads go on on the other nodes. (Longer health-check timeouts
+    than FAST: 8 pgbench clients keep this small machine busy, and a check that times out
+    on the primary would fail it over.)"""
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        checks = {"period": 0.5, "timeout": 5, "connect_timeout": 3}
+        with env.pgpilot(cluster=cluster, health_check=checks, backend=backends(cluster)) as px:
+            harness.pgbench(px.port, "-i", "-s", "1", "-q")
+            bench = subprocess.Popen(
+                ["pgbench", "-h", harness.HOST, "-p", str(px.port), "-U", harness.SUPERUSER,
+                 "-S", "-c", "8", "-j", "2", "-T", "6", harness.DATABASE],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(2)
+            cluster.kill(standby1)
+            t_kill = time.monotonic()
+            with Connection(px.port) as c:
+                wait_until("node 1 marked down", lambda: c.query("SHOW POOL_NODES")[1][3] == "down")
+                print(f"node 1 marked down {time.monotonic() - t_kill:.3f}s after the kill")
+            out, _ = bench.communicate(timeout=60)
+            check_equal(bench.returncode, 0, f"pgbench exit status:\n{out}")
+            processed = pgbench_processed(out)
+            failed = re.search(r"number of failed transactions: (\d+)", out)
+            check(failed is None or failed.group(1) == "0", f"failed transactions:\n{out}")
+            with Connection(px.port) as c:
+                nodes = c.query("SHOW POOL_NODES")
+            counts = [int(n[8]) for n in nodes]
+            print(f"pgbench -S: {processed} transactions, no error; select_cnt per node {counts}")
+            check(counts[0] + counts[2] > 0, "reads went to the other nodes")
 
 
 @pgpilot_only

@@ -11,7 +11,7 @@ from harness import Connection, check, check_equal, pgpilot_only, psql_value
 MAX_CLIENTS = 50
 CLIENTS = 80
 RESERVED = 5
-HOLD_S = 0.5
+HOLD_S = 1.5  # long enough that the clients overlap on a busy machine
 # Queries running for the test's clients (idle pooled backend connections do not count).
 RUNNING = ("SELECT count(*) FROM pg_stat_activity "
            "WHERE application_name = 'itest_limits' AND state = 'active'")
