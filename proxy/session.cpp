@@ -2,9 +2,6 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
-#include <sys/socket.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "ha/log.hpp"
@@ -278,27 +275,12 @@ std::optional<int> session::current_primary() const {
     return router::route_to_primary(*shared_.registry.snapshot()).node;
 }
 
-namespace {
-
-/// Whether an idle backend connection is already dead: closed, reset, or with an unsolicited
-/// ErrorResponse (a FATAL before the close) waiting. Nothing is consumed.
-bool idle_connection_broken(ha::backend_connection& conn) {
-    char first = 0;
-    const auto n = ::recv(conn.socket.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) return true;
-    if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-    return first == 'E';
-}
-
-}  // namespace
-
 net::awaitable<bool> session::ensure_link(int node) {
     auto& link = links_.at(std::size_t(node));
     if (link.conn) {
         // Nobody reads an idle connection the session is not using: its node may have gone
         // away meanwhile (the primary killed while the session was reading from a standby).
-        if (node == reading_ || !link.queue.empty() || !idle_connection_broken(*link.conn))
-            co_return true;
+        if (node == reading_ || !link.queue.empty() || !looks_closed(*link.conn)) co_return true;
         if (!may_lose_link(node)) {
             link.failure = {std::string(sqlstate::admin_shutdown),
                             fmt::format("terminating connection: the connection to node {} was "
@@ -318,14 +300,10 @@ net::awaitable<bool> session::ensure_link(int node) {
     link.pool_key = pool_key(node, params_);
     auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(shared_.settings.pool.connection_life_time));
-    while ((link.conn = worker_.pool.take(link.pool_key, life))) {
-        if (!idle_connection_broken(*link.conn)) {
-            log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
-            co_return true;
-        }
-        log::debug("s{} pooled backend pid {} on node {} is closed: discarded", id_, link.conn->pid,
-                   node);
-        link.conn.reset();
+    link.conn = worker_.pool.take(link.pool_key, life);  // checked: not closed
+    if (link.conn) {
+        log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
+        co_return true;
     }
     auto snapshot = shared_.registry.snapshot();
     const auto& n = snapshot->nodes.at(std::size_t(node));
