@@ -55,6 +55,11 @@ constexpr detail::enum_name<lb_on_write> lb_on_write_names[] = {
     {"always", lb_on_write::always},
 };
 
+constexpr detail::enum_name<pool_mode> pool_mode_names[] = {
+    {"session", pool_mode::session},
+    {"transaction", pool_mode::transaction},
+};
+
 constexpr detail::enum_name<consistency_mode> consistency_names[] = {
     {"global", consistency_mode::global},
     {"session", consistency_mode::session},
@@ -169,6 +174,9 @@ const std::vector<detail::section_spec<settings>>& schema() {
         detail::table_section(
             "pool", &settings::pool,
             key_table<pool_settings>{
+                enum_key("pool_mode", &pool_settings::mode, pool_mode_names),
+                integer_key("max_prepared_statements", &pool_settings::max_prepared_statements, 1,
+                            100000),
                 integer_key("max_pool", &pool_settings::max_pool, 0),
                 number_key("connection_life_time", &pool_settings::connection_life_time, 0),
                 number_key("connect_timeout", &pool_settings::connect_timeout, 0),

@@ -35,7 +35,12 @@ struct server_settings {
 };
 
 // [pool]: backend connection pooling.
+// [pool] pool_mode: how long a client keeps its backend connections.
+enum class pool_mode { session, transaction };
+
 struct pool_settings {
+    pool_mode mode = pool_mode::session;
+    int max_prepared_statements = 200;  // per backend connection, transaction mode
     int max_pool = 4;
     double connection_life_time = 0;     // seconds an idle pooled connection lives; 0 = forever
     double connect_timeout = 10;         // seconds allowed to connect to a backend

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -36,6 +37,18 @@ struct backend_connection {
     startup_params parameters;
     std::chrono::steady_clock::time_point created;
     std::chrono::steady_clock::time_point last_used;
+
+    // Kept with the connection for the proxy, because in transaction pooling a connection
+    // passes from client to client without a reset:
+    /// Protocol-level prepared statements it holds: name -> the Parse message that made it,
+    /// and when a client last used it (for the least-recently-used limit).
+    struct prepared {
+        std::string parse_frame;
+        std::uint64_t last_use = 0;
+    };
+    std::unordered_map<std::string, prepared> statements;
+    /// Which SET statements it has run, as the proxy fingerprints them (0: none).
+    std::uint64_t settings_fingerprint = 0;
 
     void set_parameter(std::string_view name, std::string_view value);
 };

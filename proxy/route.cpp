@@ -43,11 +43,11 @@ std::string drops_of(const router::statement_info& info, std::string_view text) 
     return {};
 }
 
-void apply_drops(backend_link& link, const std::string& drops) {
+void apply_drops(ha::backend_connection& conn, const std::string& drops) {
     if (drops == "*")
-        link.statements.clear();
+        conn.statements.clear();
     else if (!drops.empty())
-        link.statements.erase(drops);
+        conn.statements.erase(drops);
 }
 
 /// "SHOW POOL_NODES" with any case, spacing and a trailing semicolon.
@@ -58,6 +58,20 @@ bool is_show_pool_nodes(std::string_view text) {
     if (statements.size() != 1) return false;
     const auto& t = statements[0].tokens;
     return t.size() == 2 && t[0].upper == "SHOW" && t[1].upper == "POOL_NODES";
+}
+
+/// Statements whose effect outlives their transaction on that connection alone (besides what
+/// the classifier pins: temporary objects and LISTEN): cursors WITH HOLD and session-level
+/// advisory locks (the pg_advisory_xact_lock family ends with the transaction).
+bool holds_session_state(std::string_view text) {
+    auto contains = [text](std::string_view upper_word) {
+        auto it = std::search(
+            text.begin(), text.end(), upper_word.begin(), upper_word.end(),
+            [](char a, char b) { return std::toupper(static_cast<unsigned char>(a)) == b; });
+        return it != text.end();
+    };
+    return contains("WITH HOLD") || contains("PG_ADVISORY_LOCK") ||
+           contains("PG_TRY_ADVISORY_LOCK");
 }
 
 }  // namespace
@@ -266,11 +280,16 @@ void session::build_prefix(int node, bool move_transaction, std::string& out) {
         hidden("ROLLBACK");
         link.conn->tx_status = 'I';
     }
+    // A connection another client used (transaction pooling) with other settings.
+    if (link.settings_applied == 0 && link.conn->settings_fingerprint != 0 &&
+        link.conn->settings_fingerprint != set_fingerprint_)
+        hidden("RESET ALL");
     for (; link.settings_applied < set_log_.size(); ++link.settings_applied) {
         const auto& s = set_log_[link.settings_applied];
         hidden(s.text);
-        apply_drops(link, s.drops);
+        apply_drops(*link.conn, s.drops);
     }
+    link.conn->settings_fingerprint = set_fingerprint_;
     if (move_transaction) {
         for (const auto& s : tx_log_)
             hidden(s);
@@ -284,21 +303,44 @@ void session::build_prefix(int node, bool move_transaction, std::string& out) {
 // client binds a statement this connection does not have.
 void session::inject_statements(int node, unit& u, std::string& out) {
     auto& link = links_[std::size_t(node)];
+    auto& conn = *link.conn;
     auto& entry = link.queue.back();
+    const auto tick = ++statement_tick_;
     std::size_t copied = 0;
     std::size_t parse_index = 0;
     std::vector<std::string> parsed_here;
+    // The connection has `name`, but not as the client's statement of that name (another
+    // client's, in transaction pooling, or one the client closed elsewhere).
     auto stale = [&](const std::string& name) {
-        auto have = link.statements.find(name);
-        if (have == link.statements.end() || name.empty()) return false;
+        auto have = conn.statements.find(name);
+        if (have == conn.statements.end() || name.empty()) return false;
         auto it = prepared_.find(name);
-        return it == prepared_.end() || it->second.serial != have->second;
+        return it == prepared_.end() || it->second.parse_frame != have->second.parse_frame;
     };
-    auto close_stale = [&](const std::string& name) {
-        if (!stale(name)) return;
+    auto close = [&](const std::string& name) {
         protocol::append_close(out, 'S', name);
         ++entry.swallow_close;
-        link.statements.erase(name);
+        conn.statements.erase(name);
+    };
+    auto close_stale = [&](const std::string& name) {
+        if (stale(name)) close(name);
+    };
+    // Transaction pooling: at most max_prepared_statements per connection; the least
+    // recently used one not used by this unit goes first.
+    auto make_room = [&] {
+        if (shared_.settings.pool.mode != config::pool_mode::transaction) return;
+        while (conn.statements.size() >=
+               std::size_t(shared_.settings.pool.max_prepared_statements)) {
+            auto victim = conn.statements.end();
+            for (auto it = conn.statements.begin(); it != conn.statements.end(); ++it)
+                if (!it->first.empty() && it->second.last_use != tick &&
+                    (victim == conn.statements.end() ||
+                     it->second.last_use < victim->second.last_use))
+                    victim = it;
+            if (victim == conn.statements.end()) return;
+            const std::string name = victim->first;
+            close(name);
+        }
     };
     for (const auto& m : u.messages) {
         if (m.tag == 'P' && parse_index < u.parsed.size()) {
@@ -306,28 +348,33 @@ void session::inject_statements(int node, unit& u, std::string& out) {
             out.append(u.bytes, copied, m.offset - copied);
             copied = m.offset;
             close_stale(p.name);
-            const auto serial = ++statement_serial_;
-            prepared_[p.name] =
-                prepared_statement{u.bytes.substr(m.offset, m.size), p.info, p.text, serial};
-            link.statements[p.name] = serial;
+            make_room();
+            auto frame = u.bytes.substr(m.offset, m.size);
+            conn.statements[p.name] = {frame, tick};
+            prepared_[p.name] = prepared_statement{std::move(frame), p.info, p.text};
             parsed_here.push_back(p.name);
         } else if (m.tag == 'B' || (m.tag == 'D' && m.kind == 'S')) {
             if (std::find(parsed_here.begin(), parsed_here.end(), m.name) != parsed_here.end())
                 continue;
             auto it = prepared_.find(m.name);
             if (it == prepared_.end()) continue;
-            auto have = link.statements.find(m.name);
-            if (have != link.statements.end() && have->second == it->second.serial) continue;
+            auto have = conn.statements.find(m.name);
+            if (have != conn.statements.end() &&
+                have->second.parse_frame == it->second.parse_frame) {
+                have->second.last_use = tick;
+                continue;
+            }
             out.append(u.bytes, copied, m.offset - copied);
             copied = m.offset;
             close_stale(m.name);
+            make_room();
             out += it->second.parse_frame;
             ++entry.swallow_parse;
-            link.statements[m.name] = it->second.serial;
+            conn.statements[m.name] = {it->second.parse_frame, tick};
             parsed_here.push_back(m.name);
         } else if (m.tag == 'C' && m.kind == 'S') {
             prepared_.erase(m.name);
-            link.statements.erase(m.name);
+            conn.statements.erase(m.name);
         }
     }
     out.append(u.bytes, copied, std::string::npos);
@@ -349,10 +396,24 @@ void session::after_dispatch(const unit& u, int node) {
     }
     if (s.pins_session || (s.pins_to_primary && !s.opens_transaction && !route_.in_transaction))
         route_.pinned = true;
-    // State that lives on this connection alone: losing the connection must end the session.
-    if (s.pins_session || std::any_of(u.infos.begin(), u.infos.end(),
-                                      [](const auto& i) { return !i.prepare_name.empty(); }))
-        links_[std::size_t(node)].holds_state = true;
+    // State that lives on this connection alone: losing the connection must end the session,
+    // and transaction pooling must not hand it to another client.
+    auto& holder = links_[std::size_t(node)];
+    if (!holder.holds_state &&
+        (s.pins_session ||
+         std::any_of(u.infos.begin(), u.infos.end(),
+                     [](const auto& i) { return !i.prepare_name.empty(); }) ||
+         (u.query && holds_session_state(u.text)) ||
+         std::any_of(u.parsed.begin(), u.parsed.end(),
+                     [](const auto& p) { return holds_session_state(p.text); }))) {
+        holder.holds_state = true;
+        if (shared_.settings.pool.mode == config::pool_mode::transaction)
+            log::info(
+                "s{} keeps its connection to node {} until it ends (session state: "
+                "temporary objects, LISTEN, SQL PREPARE, WITH HOLD cursors or advisory "
+                "locks)",
+                id_, node);
+    }
     if (s.opens_transaction)
         route_.transaction_read_only = s.read_only_transaction && !s.pins_to_primary;
 
@@ -397,13 +458,28 @@ void session::after_dispatch(const unit& u, int node) {
             // The same statement again only moves to the end (applications that SET the same
             // thing for every request must not grow the log).
             std::erase_if(set_log_, [&](const auto& e) { return e.text == setting.text; });
-            apply_drops(link, setting.drops);
+            apply_drops(*link.conn, setting.drops);
             set_log_.push_back(std::move(setting));
             for (auto& other : links_)
                 other.settings_applied = std::min(other.settings_applied, set_log_.size() - 1);
             link.settings_applied = set_log_.size();
+            set_fingerprint_ = settings_fingerprint(set_log_.size());
+            link.conn->settings_fingerprint = set_fingerprint_;
         }
     }
+}
+
+std::uint64_t session::settings_fingerprint(std::size_t applied) const {
+    if (applied == 0) return 0;
+    std::uint64_t h = 14695981039346656037ull;  // FNV-1a over the texts, each ended by a 0
+    for (std::size_t i = 0; i < applied && i < set_log_.size(); ++i) {
+        for (char c : set_log_[i].text) {
+            h ^= static_cast<unsigned char>(c);
+            h *= 1099511628211ull;
+        }
+        h *= 1099511628211ull;
+    }
+    return h == 0 ? 1 : h;
 }
 
 void session::append_lsn_query(backend_link& link, std::string& out, bool replaces_ready) {
@@ -484,14 +560,14 @@ std::string session::show_pool_nodes() const {
     return out;
 }
 
-// A read sent to a standby outside a transaction, whole: kept until the next unit, to run it
-// elsewhere should that standby fail before answering (backend_to_client).
+// A read outside a transaction, whole: kept until the next unit, to run it elsewhere should
+// its node fail before answering (backend_to_client). A read changes nothing, so running it
+// again cannot do what the client did not ask for.
 void session::keep_for_replay(const unit& u, int node) {
-    const bool replayable = !u.continuation && u.ends_batch && !u.streamed && !u.copy_in &&
-                            !u.function_call && !u.unclassified && client_tx_status_ == 'I' &&
-                            !route_.in_transaction &&
-                            u.summary.cls == router::statement_class::read &&
-                            !u.summary.opens_transaction && current_primary() != node;
+    const bool replayable =
+        !u.continuation && u.ends_batch && !u.streamed && !u.copy_in && !u.function_call &&
+        !u.unclassified && client_tx_status_ == 'I' && !route_.in_transaction &&
+        u.summary.cls == router::statement_class::read && !u.summary.opens_transaction;
     if (!replayable) {
         replay_.reset();
         return;
@@ -712,6 +788,7 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
         out += u.bytes;
     else
         inject_statements(node, u, out);
+    if (u.query) link.conn->statements.erase("");  // a simple Query drops the unnamed statement
 
     after_dispatch(u, node);
     if (!u.continuation) batch_infos_.clear();

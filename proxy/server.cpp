@@ -27,6 +27,7 @@ struct worker_thread {
     std::unique_ptr<acceptor> unix_socket;  ///< only on worker 0; hands connections round-robin
     std::unique_ptr<net::steady_timer> sweep_timer;
     std::thread thread;
+    std::promise<void> done;  ///< set when the worker's event loop has run out
 };
 
 std::vector<net::ip::tcp::endpoint> listen_endpoints(const config::server_settings& s) {
@@ -156,6 +157,9 @@ void raise_descriptor_limit() {
         log::info("raised the open-file limit from {} to {}", before, lim.rlim_cur);
 }
 
+/// How long a worker may take to end its sessions at shutdown before it is stopped.
+constexpr std::chrono::seconds shutdown_grace{5};
+
 /// Ends the registry's background work and lets the HA loop run out (it may be finishing a
 /// check); a loop still busy after a grace period (a failover command, say) is stopped.
 template <class Guard>
@@ -242,7 +246,10 @@ int run_server(const config::settings& settings, const run_options& options) {
         net::co_spawn(t.w->ctx, sweep_loop(*t.w, *t.sweep_timer), log_exception);
     }
     for (auto& t : workers)
-        t.thread = std::thread([&t] { t.w->ctx.run(); });
+        t.thread = std::thread([&t] {
+            t.w->ctx.run();
+            t.done.set_value();
+        });
     log::info("pgpilot ready with {} workers", count);
 
     // Wait for SIGINT/SIGTERM on the main thread.
@@ -256,8 +263,17 @@ int run_server(const config::settings& settings, const run_options& options) {
     shared.stopping = true;
     for (auto& t : workers)
         net::post(t.w->ctx, [&t] { stop_worker(t); });
-    for (auto& t : workers)
+    // Sessions end at once (cancelled) or within their bounded goodbyes; a worker still busy
+    // after the grace period is stopped, so that SIGTERM always ends pgpilot.
+    const auto give_up = std::chrono::steady_clock::now() + shutdown_grace;
+    for (auto& t : workers) {
+        if (t.done.get_future().wait_until(give_up) != std::future_status::ready) {
+            log::warning("worker {} still has work {} s after the shutdown began; stopping it",
+                         t.w->id, shutdown_grace.count());
+            t.w->ctx.stop();
+        }
         t.thread.join();
+    }
     stop_ha(registry, ha_guard, ha_ctx, ha_finished);
     ha_thread.join();
     if (!settings.server.unix_socket_dir.empty())

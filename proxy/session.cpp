@@ -208,6 +208,11 @@ net::awaitable<session_end> session::negotiate() {
 net::awaitable<session_end> session::handle_cancel_request(std::uint32_t pid, std::uint32_t key) {
     end_detail_ = fmt::format("for pid {}", pid);
     auto target = shared_.cancels.find(pid, key);
+    if (target && target->pid == 0) {
+        // Transaction pooling, between transactions: nothing of that client runs anywhere.
+        log::debug("s{} cancel request for pid {}, which has nothing running", id_, pid);
+        co_return session_end::cancel_request;
+    }
     if (!target) {
         // A wrong key is ignored silently, as PostgreSQL does (no oracle for guessing).
         log::debug("s{} cancel request with unknown pid/key {}", id_, pid);
@@ -303,6 +308,9 @@ net::awaitable<bool> session::ensure_link(int node) {
     link.conn = worker_.pool.take(link.pool_key, life);  // checked: not closed
     if (link.conn) {
         log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
+        // Transaction pooling: it may already have this session's settings.
+        if (link.conn->settings_fingerprint == set_fingerprint_)
+            link.settings_applied = set_log_.size();
         co_return true;
     }
     auto snapshot = shared_.registry.snapshot();
@@ -333,6 +341,34 @@ bool session::replayable_queue(const backend_link& link) {
         if (r.k == backend_link::response::kind::client) ++clients;
     }
     return clients == 1 && link.queue.back().k == backend_link::response::kind::client;
+}
+
+void session::release_idle_links() {
+    if (shared_.settings.pool.mode != config::pool_mode::transaction) return;
+    if (client_tx_status_ != 'I' || dispatching_ || in_unit_ || route_.in_transaction) return;
+    for (const auto& link : links_) {
+        if (!link.conn) continue;
+        if (!link.queue.empty() || link.partial_write || link.absorb_sync || link.holds_state ||
+            link.lsn_owed != backend_link::deferred_lsn::none || link.conn->tx_status != 'I')
+            return;
+    }
+    int released = 0;
+    for (std::size_t i = 0; i < links_.size(); ++i) {
+        auto& link = links_[i];
+        if (!link.conn) continue;
+        link.conn->settings_fingerprint = settings_fingerprint(link.settings_applied);
+        link.conn->last_used = std::chrono::steady_clock::now();
+        worker_.pool.put(link.pool_key, std::move(link.conn),
+                         std::size_t(shared_.settings.pool.max_pool));
+        link = backend_link{};
+        if (int(i) == active_) cancel_target_stale_ = true;
+        ++released;
+    }
+    if (released == 0) return;
+    // Nothing runs for this client now: its cancel key must not reach the connection's next
+    // user.
+    shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{});
+    log::debug("s{} released {} backend connection(s) between transactions", id_, released);
 }
 
 bool session::may_lose_link(int node) const {
@@ -415,15 +451,29 @@ net::awaitable<void> load_volatile_functions(shared_state& shared, ha::backend_c
 
 net::awaitable<session_end> session::attach_backend() {
     links_.resize(shared_.registry.snapshot()->nodes.size());
-    auto route = co_await await_primary();
-    if (!route) {
-        const std::string reason = router::route_to_primary(*shared_.registry.snapshot()).reason;
-        co_await send_fatal(sqlstate::connection_failure, fmt::format("pgpilot: {}", reason));
-        co_return session_end::no_backend;
-    }
-    const int node = *route;
-    if (!co_await ensure_link(node)) {
+    const auto started = std::chrono::steady_clock::now();
+    net::steady_timer pause(client_.get_executor());
+    int node = -1;
+    for (;;) {
+        auto route = co_await await_primary();
+        if (!route) {
+            const std::string reason =
+                router::route_to_primary(*shared_.registry.snapshot()).reason;
+            co_await send_fatal(sqlstate::connection_failure, fmt::format("pgpilot: {}", reason));
+            co_return session_end::no_backend;
+        }
+        node = *route;
+        if (co_await ensure_link(node)) break;
         auto& failure = links_[std::size_t(node)].failure;
+        // The primary cannot be reached: probably a failover to come (the session's report
+        // starts the check); wait for it as a statement would (hold_timeout).
+        if ((failure.unreachable || failure.local) &&
+            std::chrono::steady_clock::now() - started < shared_.registry.hold_timeout()) {
+            pause.expires_after(std::chrono::milliseconds(20));
+            co_await pause.async_wait(use_tuple);
+            if (shared_.stopping.load()) co_return session_end::admin_shutdown;
+            continue;
+        }
         end_detail_ = failure.message;
         if (!failure.error_frame.empty())
             co_await send_client(failure.error_frame);
@@ -448,6 +498,7 @@ net::awaitable<session_end> session::attach_backend() {
     protocol::append_ready_for_query(hello, conn.tx_status);
     client_tx_status_ = conn.tx_status;
     if (auto ec = co_await send_client(hello)) co_return session_end::client_disconnected;
+    release_idle_links();
     co_return session_end::client_terminated;
 }
 
@@ -880,6 +931,7 @@ net::awaitable<session_end> session::backend_to_client() {
         if (pos < filled) std::memmove(buf.get(), buf.get() + pos, filled - pos);
         filled -= pos;
         if (link.queue.empty()) drained_.cancel();
+        if (filled == 0 && skip == 0) release_idle_links();
     }
 }
 
@@ -899,6 +951,8 @@ net::awaitable<bool> session::reset_backend(ha::backend_connection& conn) {
         if (q.io || q.tx_status != 'I') co_return false;
     }
     auto q = co_await ha::simple_query(conn, "DISCARD ALL");
+    conn.statements.clear();
+    conn.settings_fingerprint = 0;
     co_return !q.io && !q.error && q.tx_status == 'I';
 }
 

@@ -59,9 +59,7 @@ struct backend_link {
     };
     std::deque<response> queue;
     std::size_t settings_applied = 0;  ///< entries of the session's set log run here
-    /// Prepared statements this connection holds: name -> serial of the Parse it ran.
-    std::unordered_map<std::string, std::uint64_t> statements;
-    bool partial_write = false;  ///< a client message was forwarded here only in part
+    bool partial_write = false;        ///< a client message was forwarded here only in part
     std::chrono::steady_clock::time_point retry_after{};  ///< after a failed connect
     ha::connect_failure failure;                          ///< why the last connect failed
     /// A WAL position query is owed once the client's unit is complete on this connection.
@@ -91,7 +89,6 @@ struct prepared_statement {
     std::string parse_frame;  ///< the whole Parse message, to run it again elsewhere
     router::statement_info info;
     std::string text;
-    std::uint64_t serial = 0;
 };
 
 /// A client session. Owned by a shared_ptr held by its worker and its coroutine.
@@ -143,6 +140,11 @@ class session : public std::enable_shared_from_this<session> {
     void inject_statements(int node, unit& u, std::string& out);
     void after_dispatch(const unit& u, int node);
     void keep_for_replay(const unit& u, int node);
+    /// The fingerprint of the first `applied` entries of set_log_ (0 for none).
+    std::uint64_t settings_fingerprint(std::size_t applied) const;
+    /// Transaction pooling: gives idle backend connections back to the worker's pool when the
+    /// client is between transactions and nothing ties it to them.
+    void release_idle_links();
     net::awaitable<session_end> answer_locally(std::string response);
     /// Appends the WAL position query owed on `link` to `out`, if the client's unit is still
     /// waiting for its ReadyForQuery, the query's stands in for it.
@@ -190,8 +192,10 @@ class session : public std::enable_shared_from_this<session> {
     char client_tx_status_ = 'I';  ///< from the last ReadyForQuery the client got
     router::session_route_state route_;
     bool tx_wrote_ = false;
-    std::uint64_t session_lsn_ = 0;  ///< the WAL position of this session's last write
-    std::uint64_t statement_serial_ = 0;
+    std::uint64_t session_lsn_ = 0;     ///< the WAL position of this session's last write
+    std::uint64_t statement_tick_ = 0;  ///< uses of prepared statements, for their LRU
+    /// set_log_'s fingerprint (0: empty): a pooled connection with the same one needs no SET.
+    std::uint64_t set_fingerprint_ = 0;
     /// Statements that change session state, run outside a transaction, in order: every node
     /// the session uses runs them before its first unit there.
     std::vector<session_setting> set_log_;

@@ -447,6 +447,8 @@ def _load_libpq():
         "PQconsumeInput": ([P], I), "PQnotifies": ([P], ctypes.POINTER(_PGnotify)),
         "PQfreemem": ([P], None), "PQgetCancel": ([P], P), "PQfreeCancel": ([P], None),
         "PQcancel": ([P, S, I], I), "PQfname": ([P, I], S),
+        "PQprepare": ([P, S, S, I, P], P),
+        "PQexecPrepared": ([P, S, I, ctypes.POINTER(S), P, P, I], P),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -524,13 +526,25 @@ class Connection:
 
     def execute(self, sql):
         """PQexec: the last result of the query string, errors included (never raises)."""
-        res = libpq.PQexec(self.conn, sql.encode())
+        return self._result(libpq.PQexec(self.conn, sql.encode()))
+
+    def _result(self, res):
         if not res:
-            raise PgError(f"PQexec returned no result: {self.error_message()}")
+            raise PgError(f"libpq returned no result: {self.error_message()}")
         try:
             return Result(res)
         finally:
             libpq.PQclear(res)
+
+    def prepare(self, name, sql):
+        """PQprepare (protocol-level Parse + Sync); raises PgError on an error."""
+        self._result(libpq.PQprepare(self.conn, name.encode(), sql.encode(), 0, None)).raise_if_error()
+
+    def execute_prepared(self, name, params):
+        """PQexecPrepared with text parameters: the first value of the result."""
+        values = (ctypes.c_char_p * len(params))(*[p.encode() for p in params])
+        res = libpq.PQexecPrepared(self.conn, name.encode(), len(params), values, None, None, 0)
+        return self._result(res).raise_if_error().rows[0][0]
 
     def query(self, sql):
         """Rows of the last result; raises PgError on an error."""
