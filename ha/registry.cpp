@@ -4,6 +4,8 @@
 
 #include <boost/asio/experimental/parallel_group.hpp>
 
+#include <algorithm>
+
 #include "ha/failover_policy.hpp"
 #include "ha/log.hpp"
 #include "ha/status_file.hpp"
@@ -621,7 +623,17 @@ void node_registry::apply_replication(int id, const replication_sample& s) {
                                           : srt.configured_application_name;
             std::string state, sync;
             double lag = 0;
-            if (auto k = match_walsender(s.walsenders, name, standby.host)) {
+            // A node with no known application_name is matched by host alone, which says
+            // nothing when other nodes share its host (all on 127.0.0.1, say); a down node
+            // streams from nobody.
+            const bool host_is_unique =
+                std::none_of(nodes_.begin(), nodes_.end(), [&](const auto& other) {
+                    return other.id != standby.id && other.host == standby.host;
+                });
+            const bool can_match =
+                standby.status != router::node_status::down && (!name.empty() || host_is_unique);
+            if (auto k =
+                    can_match ? match_walsender(s.walsenders, name, standby.host) : std::nullopt) {
                 state = s.walsenders[*k].state;
                 sync = s.walsenders[*k].sync_state;
                 lag = s.walsenders[*k].replay_lag;
