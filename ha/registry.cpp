@@ -10,6 +10,7 @@
 #include "ha/log.hpp"
 #include "ha/status_file.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/sqlstate.hpp"
 
 namespace pgpilot::ha {
 
@@ -372,7 +373,9 @@ net::awaitable<node_registry::probe_result> node_registry::check_health(int id, 
         auto c = co_await connect_to(id);
         if (!c.conn) {
             r.detail = c.failure.message;
-            r.local = c.failure.local;
+            // Out of descriptors here, or "too many clients" there: the node may be fine.
+            r.local =
+                c.failure.local || c.failure.sqlstate == protocol::sqlstate::too_many_connections;
         } else {
             const auto left =
                 rt.health_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -414,8 +417,8 @@ void node_registry::apply_health(int id, const probe_result& r) {
     if (n.status == router::node_status::down) return;  // failed or fenced meanwhile
     if (!r.ok && r.local) {
         log::warning(
-            "node {}: health check not done, pgpilot is short of resources: {}; the "
-            "node stays {}",
+            "node {}: health check inconclusive (pgpilot out of descriptors, or the node out "
+            "of connection slots): {}; the node stays {}",
             id, r.detail, router::to_string(n.status));
         return;
     }

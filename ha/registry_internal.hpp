@@ -61,7 +61,9 @@ struct node_registry::node_runtime {
 struct node_registry::probe_result {
     bool ok = false;
     std::string detail;  ///< why it failed
-    bool local = false;  ///< failed for want of pgpilot's own resources: says nothing of the node
+    /// Failed for want of resources (pgpilot's descriptors, the node's connection slots): says
+    /// nothing of whether the node is up.
+    bool local = false;
     bool in_recovery = false;
     std::uint32_t timeline = 0;   ///< primary: timeline of its current WAL segment
     std::int64_t walsenders = 0;  ///< pg_stat_replication rows

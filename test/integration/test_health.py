@@ -105,6 +105,36 @@ def test_killed_standby_is_down_and_stays_down(env):
 
 
 @pgpilot_only
+def test_a_node_out_of_connection_slots_is_not_failed(env):
+    """A primary that answers "sorry, too many clients already" (53300) to the health check is
+    alive: it stays up (the check is inconclusive, and logged), and nothing fails over."""
+    with env.private_cluster(standbys=1) as cluster:
+        primary = cluster.primary
+        cluster.psql(primary, "ALTER SYSTEM SET max_connections = 10")
+        cluster.stop_node(primary)
+        cluster.start_node(primary)
+        with env.ha_watch(cluster=cluster, health_check=FAST) as ha:
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses")
+            hogs = []
+            try:
+                while True:  # every slot, the superuser-reserved ones too
+                    try:
+                        hogs.append(harness.Connection(primary["port"], connect_timeout=2))
+                    except harness.PgError as e:
+                        check("too many clients" in str(e), f"the slots ran out: {e}")
+                        break
+                    check(len(hogs) <= 12, "more connections than max_connections")
+                ha.wait_for_log("health check inconclusive", timeout=10)
+                time.sleep(1.5)  # three more periods
+                snap = ha.snapshot()
+                check_equal(statuses(snap), ["up", "up"], "statuses while the primary is full")
+                check_equal(snap["failover_in_progress"], False, "no failover")
+            finally:
+                for h in hogs:
+                    h.close()
+
+
+@pgpilot_only
 def test_disallow_to_failover_node_is_quarantined(env):
     with env.private_cluster(standbys=1) as cluster:
         nodes = [{"host": n["host"], "port": n["port"]} for n in cluster.nodes]
