@@ -47,7 +47,7 @@ struct command_result {
 };
 
 /// Output kept per stream; the rest is read and dropped so the command never blocks on a pipe.
-constexpr std::size_t max_command_output = 64 * 1024;
+constexpr std::size_t max_command_output = std::size_t{64} * 1024;
 
 /// Runs `/bin/sh -c command` with stdin from /dev/null, stdout and stderr read through pipes
 /// on the caller's executor, default signal dispositions, and no descriptor of pgpilot's but

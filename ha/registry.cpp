@@ -626,15 +626,14 @@ void node_registry::apply_replication(int id, const replication_sample& s) {
                                           : srt.configured_application_name;
             std::string state, sync;
             double lag = 0;
-            // A node with no known application_name is matched by host alone, which says
-            // nothing when other nodes share its host (all on 127.0.0.1, say); a down node
-            // streams from nobody.
+            // A node with no known application_name (an old primary, say) is matched by host
+            // alone, which says nothing when other nodes share its host (all on 127.0.0.1).
+            // A down standby is matched too: auto_failback waits for it to stream again.
             const bool host_is_unique =
                 std::none_of(nodes_.begin(), nodes_.end(), [&](const auto& other) {
                     return other.id != standby.id && other.host == standby.host;
                 });
-            const bool can_match =
-                standby.status != router::node_status::down && (!name.empty() || host_is_unique);
+            const bool can_match = !name.empty() || host_is_unique;
             if (auto k =
                     can_match ? match_walsender(s.walsenders, name, standby.host) : std::nullopt) {
                 state = s.walsenders[*k].state;

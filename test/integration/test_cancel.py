@@ -49,5 +49,22 @@ def test_cancel_with_wrong_key_does_nothing(env):
         check_equal(conn.scalar("SELECT 1"), "1", "query after the cancel")
 
 
+def test_cancel_handled_by_another_worker(env):
+    """The CancelRequest is looked up and forwarded on another worker thread than the session's.
+
+    Over the unix socket, worker 0 accepts every connection and hands them to the workers in
+    turn (2 workers in the harness's config, nothing else connects to that socket), so the
+    connection PQcancel opens right after the session's lands on the other worker. Over TCP the
+    kernel picks the worker (SO_REUSEPORT), which may be the session's own."""
+    with env.pgpilot(unix_socket=True) as px, Connection(px.port, host=px.socket_dir) as conn:
+        check_equal(px.config["server"]["workers"], 2, "workers")
+        conn.send_query("SELECT pg_sleep(30)")
+        time.sleep(CANCEL_AFTER_S)
+        result, elapsed = cancel_and_time(conn)
+        check_equal(result.sqlstate, "57014", f"SQLSTATE after the cancel ({result.error.strip()})")
+        check(elapsed < RESULT_WITHIN_S, f"the canceled result took {elapsed:.2f}s after the cancel")
+        check_equal(conn.scalar("SELECT 'works again'"), "works again", "query after the cancel")
+
+
 if __name__ == "__main__":
     raise SystemExit(harness.main())

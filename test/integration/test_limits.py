@@ -11,7 +11,12 @@ from harness import Connection, check, check_equal, pgpilot_only, psql_value
 MAX_CLIENTS = 50
 CLIENTS = 80
 RESERVED = 5
-HOLD_S = 1.5  # long enough that the clients overlap on a busy machine
+# Long enough for the first 50 to overlap even when pgpilot is slow to let them in (a sanitizer
+# build on a busy machine: at 0.5 s, a ThreadSanitizer run saw only 22 at once).
+HOLD_S = 1.5
+# Clients beyond the limit wait for a slot inside their startup, which libpq's connect_timeout
+# (10 s in the harness) counts: give them room for a slow build.
+CONNECT_TIMEOUT_S = 60
 # Queries running for the test's clients (idle pooled backend connections do not count).
 RUNNING = ("SELECT count(*) FROM pg_stat_activity "
            "WHERE application_name = 'itest_limits' AND state = 'active'")
@@ -25,7 +30,8 @@ def test_clients_beyond_the_limit_wait_their_turn(env):
 
         def client(i):
             try:
-                with Connection(px.port, application_name="itest_limits") as conn:
+                with Connection(px.port, application_name="itest_limits",
+                                connect_timeout=CONNECT_TIMEOUT_S) as conn:
                     check_equal(conn.scalar(f"SELECT {i} FROM pg_sleep({HOLD_S})"), str(i), "result")
                     done.append(i)
             except BaseException as e:  # collected, reported below

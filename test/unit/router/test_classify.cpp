@@ -731,7 +731,8 @@ TEST_CASE("classify: a 200-character SELECT is fast", "[router][classify][perf]"
     const double ns =
         double(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()) / iterations;
     std::printf("classify(%zu-char SELECT): %.0f ns per call\n", sql.size(), ns);
-#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__)
+    // Not in sanitizer builds (under ThreadSanitizer, on a busy 2-core machine: 24 us a call).
+#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     CHECK(ns < 20000);  // a loose bound, so that a loaded CI machine does not fail it
 #endif
 }
