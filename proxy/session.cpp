@@ -20,7 +20,7 @@ namespace sqlstate = protocol::sqlstate;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 /// Relay buffer per direction. Frames larger than this stream through in pieces.
-constexpr std::size_t relay_buffer_size = 64 * 1024;
+constexpr std::size_t relay_buffer_size = std::size_t{64} * 1024;
 /// Largest message accepted while authenticating (PasswordMessage, SASL messages).
 constexpr std::uint32_t max_auth_message = 64 * 1024;
 
@@ -514,7 +514,7 @@ namespace {
 
 /// Messages up to this size are read whole and routed; a larger Query or batch goes to the
 /// primary (or to where its batch goes) and streams through in pieces.
-constexpr std::size_t max_routed_message = 1024 * 1024;
+constexpr std::size_t max_routed_message = std::size_t{1024} * 1024;
 
 }  // namespace
 

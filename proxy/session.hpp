@@ -119,7 +119,7 @@ class session : public std::enable_shared_from_this<session> {
     net::awaitable<session_end> dispatch(unit& u);
     net::awaitable<session_end> dispatch_one(unit& u);
     void classify_unit(unit& u) const;
-    net::awaitable<std::optional<int>> choose_node(unit& u, bool& moved_transaction);
+    net::awaitable<std::optional<int>> choose_node(unit& u, bool& move_transaction);
     net::awaitable<std::optional<int>> read_node(bool& waited);
     net::awaitable<bool> ensure_link(int node);
     /// The primary, waiting while a failover runs ([failover] hold_timeout) or while none is
@@ -162,7 +162,7 @@ class session : public std::enable_shared_from_this<session> {
 
     /// Sends a whole message (our own errors, authentication requests...) to the client.
     net::awaitable<error_code> send_client(std::string_view bytes);
-    net::awaitable<void> send_fatal(std::string_view sqlstate, std::string message);
+    net::awaitable<void> send_fatal(std::string_view code, std::string message);
     bool link_clean(const struct backend_link& link) const;
 
     worker& worker_;
