@@ -178,12 +178,35 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 integer_key("max_prepared_statements", &pool_settings::max_prepared_statements, 1,
                             100000),
                 integer_key("max_pool", &pool_settings::max_pool, 0),
+                integer_key("pool_size", &pool_settings::pool_size, 1, 100000),
+                integer_key("min_pool_size", &pool_settings::min_pool_size, 0, 100000),
+                integer_key("max_backend_connections", &pool_settings::max_backend_connections, 1,
+                            1000000),
+                number_key("query_wait_timeout", &pool_settings::query_wait_timeout, 0),
+                number_key("idle_in_transaction_timeout",
+                           &pool_settings::idle_in_transaction_timeout, 0),
+                number_key("server_idle_timeout", &pool_settings::server_idle_timeout, 0),
                 number_key("connection_life_time", &pool_settings::connection_life_time, 0),
                 number_key("connect_timeout", &pool_settings::connect_timeout, 0),
                 number_key("authentication_timeout", &pool_settings::authentication_timeout, 0),
                 number_key("client_idle_limit", &pool_settings::client_idle_limit, 0),
                 integer_key("max_client_connections", &pool_settings::max_client_connections, 1),
                 integer_key("reserved_connections", &pool_settings::reserved_connections, 0),
+                detail::table_array_key(
+                    "override", &pool_settings::overrides,
+                    key_table<pool_override>{
+                        string_key("database", &pool_override::database),
+                        string_key("user", &pool_override::user),
+                        optional_key(
+                            &pool_override::mode,
+                            enum_key("pool_mode", &holder<pool_mode>::value, pool_mode_names)),
+                        optional_key(&pool_override::pool_size,
+                                     integer_key("pool_size", &holder<int>::value, 1, 100000)),
+                        optional_key(&pool_override::min_pool_size,
+                                     integer_key("min_pool_size", &holder<int>::value, 0, 100000)),
+                        optional_key(&pool_override::max_pool,
+                                     integer_key("max_pool", &holder<int>::value, 0)),
+                    }),
             }),
         detail::array_section(
             "backend", &settings::backends,
@@ -338,6 +361,19 @@ const user_settings* settings::find_user(std::string_view name) const {
         if (user.name == name) return &user;
     }
     return nullptr;
+}
+
+pool_settings settings::pool_for(std::string_view user, std::string_view database) const {
+    pool_settings p = pool;
+    for (const auto& o : pool.overrides) {
+        if (!o.database.empty() && o.database != database) continue;
+        if (!o.user.empty() && o.user != user) continue;
+        if (o.mode) p.mode = *o.mode;
+        if (o.pool_size) p.pool_size = *o.pool_size;
+        if (o.min_pool_size) p.min_pool_size = *o.min_pool_size;
+        if (o.max_pool) p.max_pool = *o.max_pool;
+    }
+    return p;
 }
 
 health_check_settings settings::health_check_for(std::size_t backend) const {

@@ -38,16 +38,33 @@ struct server_settings {
 // [pool] pool_mode: how long a client keeps its backend connections.
 enum class pool_mode { session, transaction };
 
+// One [[pool.override]] entry: pool keys that apply to one database and/or user.
+struct pool_override {
+    std::string database;  // "" = any database
+    std::string user;      // "" = any user
+    std::optional<pool_mode> mode;
+    std::optional<int> pool_size;
+    std::optional<int> min_pool_size;
+    std::optional<int> max_pool;
+};
+
 struct pool_settings {
     pool_mode mode = pool_mode::session;
-    int max_prepared_statements = 200;  // per backend connection, transaction mode
-    int max_pool = 4;
+    int max_prepared_statements = 200;       // per backend connection, transaction mode
+    int max_pool = 4;                        // idle connections kept per pool key (session mode)
+    int pool_size = 20;                      // server connections per (user, database, node)
+    int min_pool_size = 0;                   // kept open per (user, database, node) once seen
+    int max_backend_connections = 100;       // per node, all users and workers together
+    double query_wait_timeout = 120;         // seconds a client waits for a connection; 0 = forever
+    double idle_in_transaction_timeout = 0;  // seconds; 0 = no limit
+    double server_idle_timeout = 600;    // seconds an idle server connection is kept; 0 = no limit
     double connection_life_time = 0;     // seconds an idle pooled connection lives; 0 = forever
     double connect_timeout = 10;         // seconds allowed to connect to a backend
     double authentication_timeout = 60;  // seconds for startup + authentication; 0 = no limit
     double client_idle_limit = 0;  // seconds a client may stay idle between queries; 0 = no limit
-    int max_client_connections = 10000;  // concurrent clients; more wait in a queue
-    int reserved_connections = 0;        // > 0: refuse (53300) instead of queueing
+    int max_client_connections = 10000;    // concurrent clients; more wait in a queue
+    int reserved_connections = 0;          // > 0: refuse (53300) instead of queueing
+    std::vector<pool_override> overrides;  // [[pool.override]], applied in file order
 };
 
 // [load_balance] disable_load_balance_on_write: what a write does to later reads' routing
@@ -180,6 +197,8 @@ struct settings {
 
     // The [[user]] entry with exactly this name (case-sensitive), or nullptr.
     const user_settings* find_user(std::string_view name) const;
+    // [pool] with every matching [[pool.override]] applied, in file order.
+    pool_settings pool_for(std::string_view user, std::string_view database) const;
     // [health_check] with backends[backend]'s health_check_* keys applied.
     health_check_settings health_check_for(std::size_t backend) const;
     // A path from the file, relative ones taken from the config file's directory.

@@ -319,6 +319,32 @@ section_spec<Root> table_section(std::string_view name, S Root::*member, key_tab
             std::move(names)};
 }
 
+// An array of tables at `path` ([[name]] or [[table.name]]): each table appends one S.
+template <class S>
+void apply_array(std::vector<S>& target, const toml::node& node, const std::string& path,
+                 const key_table<S>& keys, diagnostics& diag) {
+    const auto* arr = node.as_array();
+    if (!arr) {
+        diag.error(node.source().begin, path,
+                   fmt::format("expected an array of tables ([[{}]]), got {}", path,
+                               describe(node.type())));
+        return;
+    }
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+        const toml::node& element = *arr->get(i);
+        const std::string element_path = fmt::format("{}[{}]", path, i);
+        const auto* tbl = element.as_table();
+        if (!tbl) {
+            diag.error(element.source().begin, element_path,
+                       fmt::format("expected a table, got {}", describe(element.type())));
+            continue;
+        }
+        S value{};
+        apply_table(value, *tbl, element_path, keys, diag);
+        target.push_back(std::move(value));
+    }
+}
+
 // A [[name]] section: each table appends one S to Root::*member.
 template <class Root, class S>
 section_spec<Root> array_section(std::string_view name, std::vector<S> Root::*member,
@@ -327,29 +353,17 @@ section_spec<Root> array_section(std::string_view name, std::vector<S> Root::*me
     return {name,
             [name, member, keys = std::move(keys)](Root& root, const toml::node& node,
                                                    diagnostics& diag) {
-                const auto* arr = node.as_array();
-                if (!arr) {
-                    diag.error(node.source().begin, name,
-                               fmt::format("expected an array of tables ([[{}]]), got {}", name,
-                                           describe(node.type())));
-                    return;
-                }
-                for (std::size_t i = 0; i < arr->size(); ++i) {
-                    const toml::node& element = *arr->get(i);
-                    const std::string path = fmt::format("{}[{}]", name, i);
-                    const auto* tbl = element.as_table();
-                    if (!tbl) {
-                        diag.error(
-                            element.source().begin, path,
-                            fmt::format("expected a table, got {}", describe(element.type())));
-                        continue;
-                    }
-                    S value{};
-                    apply_table(value, *tbl, path, keys, diag);
-                    (root.*member).push_back(std::move(value));
-                }
+                apply_array(root.*member, node, std::string(name), keys, diag);
             },
             std::move(names)};
+}
+
+// A [[table.name]] array of tables inside a table S, stored into S::*member.
+template <class S, class T>
+key_spec<S> table_array_key(std::string_view name, std::vector<T> S::*member, key_table<T> keys) {
+    return {name, [member, keys = std::move(keys)](S& target, const field& f) {
+                apply_array(target.*member, f.node, f.path, keys, f.diag);
+            }};
 }
 
 // Stores every top-level table of doc into root, reporting unknown ones.

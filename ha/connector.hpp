@@ -49,6 +49,9 @@ struct backend_connection {
     std::unordered_map<std::string, prepared> statements;
     /// Which SET statements it has run, as the proxy fingerprints them (0: none).
     std::uint64_t settings_fingerprint = 0;
+    /// The proxy's connection budget this connection counts against: given back when the
+    /// connection is destroyed.
+    std::shared_ptr<void> budget;
 
     void set_parameter(std::string_view name, std::string_view value);
 };

@@ -115,6 +115,10 @@ void append_ready_for_query(std::string& out, char tx_status) {
     finish_message(out, at);
 }
 
+void append_parse_complete(std::string& out) {
+    finish_message(out, begin_message(out, '1'));
+}
+
 void append_negotiate_protocol_version(std::string& out, std::uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized) {
     std::size_t at = begin_message(out, 'v');

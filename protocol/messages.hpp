@@ -39,6 +39,8 @@ void append_parameter_status(std::string& out, std::string_view name, std::strin
 void append_backend_key_data(std::string& out, std::uint32_t pid, std::uint32_t key);
 /// ReadyForQuery ('Z'); `tx_status` is 'I' (idle), 'T' (in a transaction) or 'E' (failed one).
 void append_ready_for_query(std::string& out, char tx_status);
+/// ParseComplete ('1').
+void append_parse_complete(std::string& out);
 /// NegotiateProtocolVersion ('v'). The first Int32 is written as PostgreSQL writes it (the
 /// full version 3 << 16 | newest_minor, which libpq compares with the version it asked for),
 /// then the count and names of the unrecognized `_pq_.` options.

@@ -51,6 +51,7 @@ inline constexpr std::string_view admin_shutdown = "57P01";
 inline constexpr std::string_view crash_shutdown = "57P02";
 inline constexpr std::string_view cannot_connect_now = "57P03";
 inline constexpr std::string_view idle_session_timeout = "57P05";
+inline constexpr std::string_view idle_in_transaction_session_timeout = "25P03";
 
 // Class XX - Internal Error
 inline constexpr std::string_view internal_error = "XX000";

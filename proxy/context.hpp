@@ -25,6 +25,7 @@ class session;
 struct session_timeouts {
     std::chrono::milliseconds authentication{60000};   ///< startup + authentication; 0 = none
     std::chrono::milliseconds client_idle{0};          ///< idle outside a transaction; 0 = no limit
+    std::chrono::milliseconds idle_in_transaction{0};  ///< idle inside one; 0 = no limit
     std::chrono::milliseconds backend_connect{10000};  ///< connect + startup toward a backend
     std::chrono::milliseconds reset{5000};             ///< DISCARD ALL before pooling
     std::chrono::milliseconds goodbye{1000};           ///< writing the last error to a client
@@ -51,6 +52,16 @@ class volatile_functions {
     std::unordered_map<std::string, std::shared_ptr<const set>> by_database_;
 };
 
+/// The pool's limits from [pool].
+inline backend_pool::limits pool_limits(const config::pool_settings& p) {
+    auto seconds = [](double s) {
+        return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(s));
+    };
+    return {std::size_t(p.max_backend_connections), seconds(p.connection_life_time),
+            seconds(p.server_idle_timeout)};
+}
+
 /// Process-wide state shared by every worker (read-mostly; see DESIGN.md "Threads").
 struct shared_state {
     shared_state(const config::settings& s, ha::node_registry& r)
@@ -58,12 +69,16 @@ struct shared_state {
           registry(r),
           slots(std::size_t(s.pool.max_client_connections),
                 std::size_t(s.pool.reserved_connections)),
+          pool(s.backends.size(), pool_limits(s.pool)),
           select_count(s.backends.size()),
           open_transactions(s.backends.size()) {}
     const config::settings& settings;
     ha::node_registry& registry;
     cancel_map cancels;
     client_slots slots;
+    /// Backend connections: idle ones for reuse, and the budgets (pool_size and
+    /// max_backend_connections) every worker's sessions draw from.
+    backend_pool pool;
     session_timeouts timeouts;
     std::atomic<std::uint64_t> next_session_id{1};
     std::atomic<bool> stopping{false};
@@ -77,13 +92,12 @@ struct shared_state {
     volatile_functions volatiles;
 };
 
-/// One event-loop thread: its io_context, its idle backend connections, its sessions.
+/// One event-loop thread: its io_context and its sessions.
 struct worker {
     explicit worker(shared_state& s, unsigned index) : shared(s), id(index) {}
     net::io_context ctx{1};
     shared_state& shared;
     unsigned id;
-    idle_pool pool;
     /// Live sessions, so shutdown can reach them; only touched on this worker's thread.
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
 };

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -11,11 +12,6 @@
 namespace pgpilot::proxy {
 
 namespace {
-bool expired(const ha::backend_connection& c, std::chrono::steady_clock::duration life_time,
-             std::chrono::steady_clock::time_point now) {
-    return life_time.count() > 0 && now - c.created >= life_time;
-}
-
 void say_goodbye(ha::backend_connection& c) {
     // Best effort, non-blocking: a Terminate lets the backend exit without logging an
     // "unexpected EOF on client connection".
@@ -25,6 +21,20 @@ void say_goodbye(ha::backend_connection& c) {
     c.socket.non_blocking(true, ec);
     c.socket.send(net::buffer(bye), 0, ec);
     c.socket.close(ec);
+}
+
+/// Moves an idle connection's socket onto `ex` (another worker's event loop).
+void rebind(ha::backend_connection& c, const net::any_io_executor& ex) {
+    error_code ec;
+    auto protocol = c.socket.local_endpoint(ec).protocol();
+    if (ec) return;  // broken: the session finds out on first use
+    int fd = c.socket.release(ec);
+    if (ec) return;
+    c.socket = stream(ex, protocol, fd);
+}
+
+std::string group_key(int node, std::string_view user, std::string_view database) {
+    return fmt::format("{}|{}:{}|{}", node, user.size(), user, database);
 }
 }  // namespace
 
@@ -48,80 +58,346 @@ bool looks_closed(ha::backend_connection& conn) {
     return !(errno == EAGAIN || errno == EWOULDBLOCK);  // reset or other error
 }
 
-std::unique_ptr<ha::backend_connection> idle_pool::take(
-    const std::string& key, std::chrono::steady_clock::duration life_time) {
-    auto it = idle_.find(key);
-    if (it == idle_.end()) return nullptr;
-    auto& list = it->second;
-    auto now = std::chrono::steady_clock::now();
-    while (!list.empty()) {
-        auto conn = std::move(list.back());
-        list.pop_back();
-        if (expired(*conn, life_time, now)) {
-            say_goodbye(*conn);
+backend_pool::counted::~counted() {
+    if (!released) pool->on_closed(*g);
+}
+
+backend_pool::backend_pool(std::size_t nodes, limits l)
+    : limits_(l), open_per_node_(nodes, 0), waiters_(nodes) {}
+
+backend_pool::~backend_pool() {
+    clear();
+}
+
+backend_pool::group& backend_pool::group_for(const pool_request& r) {
+    auto& g = groups_[group_key(r.node, r.user, r.database)];
+    if (!g) {
+        g = std::make_unique<group>();
+        g->node = r.node;
+        g->user = r.user;
+        g->database = r.database;
+        g->first = r;
+    }
+    // The latest session's view ([[pool.override]] gives one value per user and database).
+    g->pool_size = r.pool_size;
+    g->min_pool_size = r.min_pool_size;
+    return *g;
+}
+
+bool backend_pool::has_room(const group& g) const {
+    return g.open < g.pool_size &&
+           open_per_node_[std::size_t(g.node)] < limits_.max_backend_connections;
+}
+
+backend_pool::slot backend_pool::grant(group& g) {
+    ++g.open;
+    ++g.connects;
+    ++open_per_node_[std::size_t(g.node)];
+    return std::make_shared<counted>(this, &g);
+}
+
+bool backend_pool::stale(const ha::backend_connection& c, steady_clock::time_point now) const {
+    return (limits_.life_time.count() > 0 && now - c.created >= limits_.life_time) ||
+           (limits_.idle_time.count() > 0 && now - c.last_used >= limits_.idle_time);
+}
+
+void backend_pool::uncount(ha::backend_connection& c) {
+    auto cnt = std::static_pointer_cast<counted>(c.budget);
+    if (!cnt || cnt->released) return;
+    cnt->released = true;
+    --cnt->g->open;
+    --open_per_node_[std::size_t(cnt->g->node)];
+}
+
+bool backend_pool::make_room(group& g, conn_list& doomed) {
+    // Past its own pool_size only another key of the same pool can give way (other startup
+    // parameters); past the node's budget, any idle connection to the node.
+    const bool group_full = g.open >= g.pool_size;
+    for (auto& [key, list] : idle_) {
+        if (list.conns.empty() || list.g->node != g.node) continue;
+        if (group_full && list.g != &g) continue;
+        auto c = std::move(list.conns.front());  // the least recently used
+        list.conns.erase(list.conns.begin());
+        --list.g->idle;
+        uncount(*c);
+        doomed.push_back(std::move(c));
+        return true;
+    }
+    return false;
+}
+
+void backend_pool::wake(const std::shared_ptr<waiter>& w) {
+    // Timers are not thread-safe: cancel on the waiter's own worker.
+    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+}
+
+void backend_pool::grant_waiters(int node) {
+    auto& queue = waiters_[std::size_t(node)];
+    for (auto it = queue.begin(); it != queue.end();) {
+        if (open_per_node_[std::size_t(node)] >= limits_.max_backend_connections) return;
+        auto& w = *it;
+        if (!has_room(*w->g)) {
+            ++it;
             continue;
         }
-        if (looks_closed(*conn)) {
-            error_code ec;
-            conn->socket.close(ec);
-            continue;
+        w->permit = grant(*w->g);
+        w->served = true;
+        wake(w);
+        it = queue.erase(it);
+    }
+}
+
+void backend_pool::on_closed(group& g) {
+    std::lock_guard lock(mutex_);
+    --g.open;
+    --open_per_node_[std::size_t(g.node)];
+    if (!stopping_) grant_waiters(g.node);
+}
+
+void backend_pool::close_all(conn_list& doomed) {
+    for (auto& c : doomed)
+        say_goodbye(*c);
+    doomed.clear();
+}
+
+void backend_pool::remember_startup_parameters(const std::string& key,
+                                               const ha::startup_params& p) {
+    std::lock_guard lock(mutex_);
+    startup_parameters_[key] = p;
+}
+
+std::optional<ha::startup_params> backend_pool::startup_parameters(const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    auto it = startup_parameters_.find(key);
+    if (it == startup_parameters_.end()) return std::nullopt;
+    return it->second;
+}
+
+std::shared_ptr<void> backend_pool::pin(const ha::backend_connection& conn) {
+    auto cnt = std::static_pointer_cast<counted>(conn.budget);
+    if (!cnt) return nullptr;
+    group* g = cnt->g;
+    {
+        std::lock_guard lock(mutex_);
+        ++g->pinned;
+    }
+    return {nullptr, [this, g](void*) {
+                std::lock_guard lock(mutex_);
+                --g->pinned;
+            }};
+}
+
+void backend_pool::adopt(ha::backend_connection& conn, slot permit) {
+    conn.budget = std::move(permit);
+}
+
+net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r) {
+    const auto ex = co_await net::this_coro::executor;
+    lease out;
+    conn_list doomed;
+    std::shared_ptr<waiter> w;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_) co_return out;
+        auto& g = group_for(r);
+        const auto now = steady_clock::now();
+        if (auto it = idle_.find(r.key); it != idle_.end()) {
+            auto& list = it->second.conns;
+            while (!list.empty() && !out.conn) {
+                auto c = std::move(list.back());
+                list.pop_back();
+                --g.idle;
+                if (stale(*c, now) || looks_closed(*c))
+                    doomed.push_back(std::move(c));  // its slot frees the budget
+                else
+                    out.conn = std::move(c);
+            }
         }
-        if (list.empty()) idle_.erase(it);
-        return conn;
-    }
-    idle_.erase(it);
-    return nullptr;
-}
-
-bool idle_pool::put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
-                    std::size_t max_pool) {
-    auto& list = idle_[key];
-    if (list.size() >= max_pool) {
-        say_goodbye(*conn);
-        if (list.empty()) idle_.erase(key);
-        return false;
-    }
-    conn->last_used = std::chrono::steady_clock::now();
-    list.push_back(std::move(conn));
-    return true;
-}
-
-std::size_t idle_pool::sweep(std::chrono::steady_clock::duration life_time) {
-    std::size_t closed = 0;
-    auto now = std::chrono::steady_clock::now();
-    for (auto it = idle_.begin(); it != idle_.end();) {
-        auto& list = it->second;
-        auto dead = std::remove_if(list.begin(), list.end(), [&](auto& c) {
-            if (expired(*c, life_time, now)) {
-                say_goodbye(*c);
-                return true;
+        if (out.conn) {
+            out.result = lease::outcome::idle;
+        } else {
+            // Nobody overtakes a client already waiting for this pool.
+            auto& queue = waiters_[std::size_t(r.node)];
+            const bool queued = std::any_of(queue.begin(), queue.end(),
+                                            [&](const auto& other) { return other->g == &g; });
+            if (!queued && !has_room(g)) make_room(g, doomed);
+            if (!queued && has_room(g)) {
+                out.permit = grant(g);
+                out.result = lease::outcome::may_connect;
+            } else {
+                w = std::make_shared<waiter>(ex);
+                w->g = &g;
+                w->key = r.key;
+                w->since = now;
+                w->timer.expires_at(r.wait.count() > 0 ? now + r.wait
+                                                       : steady_clock::time_point::max());
+                queue.push_back(w);
+                ++g.waits;
             }
-            if (looks_closed(*c)) {
-                error_code ec;
-                c->socket.close(ec);
-                return true;
-            }
-            return false;
-        });
-        closed += std::size_t(list.end() - dead);
-        list.erase(dead, list.end());
-        it = list.empty() ? idle_.erase(it) : std::next(it);
+        }
     }
-    return closed;
+    close_all(doomed);
+    if (w) {
+        // Served by put() or on_closed() (which cancel the timer), or timed out, or cancelled.
+        auto [ec] = co_await w->timer.async_wait(net::as_tuple(net::use_awaitable));
+        std::lock_guard lock(mutex_);
+        if (w->served) {
+            out.conn = std::move(w->conn);
+            out.permit = std::move(w->permit);
+            out.result = out.conn ? lease::outcome::idle : lease::outcome::may_connect;
+        } else {
+            auto& queue = waiters_[std::size_t(w->g->node)];
+            queue.erase(std::remove(queue.begin(), queue.end(), w), queue.end());
+            if (!ec && !stopping_) {
+                ++w->g->timeouts;
+                out.result = lease::outcome::timed_out;
+            }
+        }
+    }
+    if (out.conn && out.conn->socket.get_executor() != ex) rebind(*out.conn, ex);
+    co_return out;
 }
 
-void idle_pool::clear() {
-    for (auto& [key, list] : idle_)
-        for (auto& c : list)
-            say_goodbye(*c);
-    idle_.clear();
+void backend_pool::put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
+                       std::size_t max_idle) {
+    conn_list doomed;
+    {
+        std::lock_guard lock(mutex_);
+        auto cnt = std::static_pointer_cast<counted>(conn->budget);
+        if (!cnt || cnt->released || stopping_) {
+            doomed.push_back(std::move(conn));
+        } else {
+            group& g = *cnt->g;
+            auto& queue = waiters_[std::size_t(g.node)];
+            auto it =
+                std::find_if(queue.begin(), queue.end(), [&](const auto& w) { return w->g == &g; });
+            if (it != queue.end()) {
+                // The longest waiter of this pool gets it; one with other startup parameters
+                // gets its budget instead, and opens its own.
+                auto w = *it;
+                queue.erase(it);
+                w->served = true;
+                if (w->key == key) {
+                    conn->last_used = steady_clock::now();
+                    w->conn = std::move(conn);
+                } else {
+                    w->permit = std::move(conn->budget);
+                    doomed.push_back(std::move(conn));
+                }
+                wake(w);
+            } else if (!queue.empty() &&
+                       open_per_node_[std::size_t(g.node)] >= limits_.max_backend_connections) {
+                // Others wait for the node's budget: this connection gives way to them.
+                uncount(*conn);
+                doomed.push_back(std::move(conn));
+                grant_waiters(g.node);
+            } else {
+                auto& list = idle_[key];
+                list.g = &g;
+                if (list.conns.size() < max_idle) {
+                    conn->last_used = steady_clock::now();
+                    list.conns.push_back(std::move(conn));
+                    ++g.idle;
+                } else {
+                    doomed.push_back(std::move(conn));
+                }
+            }
+        }
+    }
+    close_all(doomed);
 }
 
-std::size_t idle_pool::size() const {
+std::size_t backend_pool::sweep() {
+    conn_list doomed;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = steady_clock::now();
+        for (auto& [key, list] : idle_) {
+            auto& conns = list.conns;
+            auto dead = std::stable_partition(conns.begin(), conns.end(), [&](auto& c) {
+                return !(stale(*c, now) || looks_closed(*c));
+            });
+            for (auto it = dead; it != conns.end(); ++it)
+                doomed.push_back(std::move(*it));
+            list.g->idle -= std::size_t(conns.end() - dead);
+            conns.erase(dead, conns.end());
+        }
+    }
+    const std::size_t n = doomed.size();
+    close_all(doomed);
+    return n;
+}
+
+std::vector<std::pair<pool_request, backend_pool::slot>> backend_pool::below_minimum() {
+    std::vector<std::pair<pool_request, slot>> out;
+    std::lock_guard lock(mutex_);
+    if (stopping_) return out;
+    for (auto& [name, g] : groups_) {
+        const auto& queue = waiters_[std::size_t(g->node)];
+        const bool queued =
+            std::any_of(queue.begin(), queue.end(), [&](const auto& w) { return w->g == g.get(); });
+        while (!queued && g->open < g->min_pool_size && has_room(*g))
+            out.emplace_back(g->first, grant(*g));
+    }
+    return out;
+}
+
+void backend_pool::clear() {
+    conn_list doomed;
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+        for (auto& [key, list] : idle_) {
+            for (auto& c : list.conns)
+                doomed.push_back(std::move(c));
+            list.g->idle = 0;
+            list.conns.clear();
+        }
+        for (auto& queue : waiters_) {
+            for (auto& w : queue)
+                wake(w);
+            queue.clear();
+        }
+    }
+    close_all(doomed);
+}
+
+std::size_t backend_pool::idle_count() const {
+    std::lock_guard lock(mutex_);
     std::size_t n = 0;
     for (const auto& [key, list] : idle_)
-        n += list.size();
+        n += list.conns.size();
     return n;
+}
+
+std::vector<pool_stats> backend_pool::stats() const {
+    std::vector<pool_stats> out;
+    std::lock_guard lock(mutex_);
+    const auto now = steady_clock::now();
+    for (const auto& [name, g] : groups_) {
+        pool_stats s;
+        s.node = g->node;
+        s.user = g->user;
+        s.database = g->database;
+        s.open = g->open;
+        s.idle = g->idle;
+        s.pinned = g->pinned;
+        s.pool_size = g->pool_size;
+        s.waits = g->waits;
+        s.timeouts = g->timeouts;
+        s.connects = g->connects;
+        for (const auto& w : waiters_[std::size_t(g->node)]) {
+            if (w->g != g.get()) continue;
+            ++s.waiting;
+            s.max_wait =
+                std::max(s.max_wait, std::chrono::duration<double>(now - w->since).count());
+        }
+        out.push_back(std::move(s));
+    }
+    std::sort(out.begin(), out.end(), [](const pool_stats& a, const pool_stats& b) {
+        return std::tie(a.database, a.user, a.node) < std::tie(b.database, b.user, b.node);
+    });
+    return out;
 }
 
 }  // namespace pgpilot::proxy

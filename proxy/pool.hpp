@@ -1,43 +1,187 @@
-// Idle backend connections of one worker thread, keyed by (node, user, database, startup
-// parameters). Only its own worker touches it, so it takes no locks.
+// Backend connections shared by every worker: the idle ones kept for reuse, and the budgets
+// that bound how many exist (pool_size per user, database and node; max_backend_connections
+// per node), with a first-come-first-served queue of clients waiting for one.
 #pragma once
 
+#include <boost/asio.hpp>
+
 #include <chrono>
+#include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "ha/connector.hpp"
 
 namespace pgpilot::proxy {
 
+namespace net = boost::asio;
+using steady_clock = std::chrono::steady_clock;
+
 /// The pool key: every startup parameter matters, because the backend applied them.
 std::string pool_key(int node, const ha::startup_params& params);
-
-/// Idle connections kept for reuse by later sessions.
-class idle_pool {
-  public:
-    /// The most recently used healthy idle connection for `key`, or null. Connections that
-    /// are too old or that the backend closed meanwhile are discarded on the way.
-    std::unique_ptr<ha::backend_connection> take(const std::string& key,
-                                                 std::chrono::steady_clock::duration life_time);
-    /// Keeps `conn` unless `max_pool` connections are already idle for `key`.
-    /// Returns false (and closes it) when it was not kept.
-    bool put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
-             std::size_t max_pool);
-    /// Closes connections older than `life_time` (when non-zero) or closed by the backend.
-    std::size_t sweep(std::chrono::steady_clock::duration life_time);
-    /// Closes everything (shutdown), telling each backend goodbye.
-    void clear();
-    std::size_t size() const;
-
-  private:
-    std::unordered_map<std::string, std::vector<std::unique_ptr<ha::backend_connection>>> idle_;
-};
 
 /// True when the backend has closed the connection or sent something unasked (e.g. the
 /// FATAL of pg_terminate_backend), checked without blocking.
 bool looks_closed(ha::backend_connection& conn);
+
+/// One row of SHOW POOLS: a (user, database, node) pool.
+struct pool_stats {
+    int node = -1;
+    std::string user;
+    std::string database;
+    std::size_t open = 0;     ///< server connections, idle or in use
+    std::size_t idle = 0;     ///< of which idle in the pool
+    std::size_t waiting = 0;  ///< clients waiting for a connection now
+    std::size_t pinned = 0;   ///< transaction pooling: clients holding one for their session
+    std::size_t pool_size = 0;
+    double max_wait = 0;         ///< seconds the longest waiter has waited so far
+    std::uint64_t waits = 0;     ///< clients that had to wait, since start
+    std::uint64_t timeouts = 0;  ///< waits that ended with query_wait_timeout
+    std::uint64_t connects = 0;  ///< server connections opened
+};
+
+/// What a session asks the pool for.
+struct pool_request {
+    int node = -1;
+    std::string user;
+    std::string database;
+    std::string key;  ///< pool_key(node, startup parameters)
+    std::size_t pool_size = 20;
+    std::size_t min_pool_size = 0;
+    steady_clock::duration wait{};  ///< query_wait_timeout; zero = wait for ever
+    /// How to open connections for min_pool_size (the session's startup parameters and the
+    /// password pgpilot presents).
+    ha::startup_params params;
+    std::optional<std::string> password;
+};
+
+class backend_pool {
+  public:
+    struct limits {
+        std::size_t max_backend_connections = 100;  ///< per node
+        steady_clock::duration life_time{};         ///< connection_life_time; zero = none
+        steady_clock::duration idle_time{};         ///< server_idle_timeout; zero = none
+    };
+    backend_pool(std::size_t nodes, limits l);
+    ~backend_pool();
+    backend_pool(const backend_pool&) = delete;
+    backend_pool& operator=(const backend_pool&) = delete;
+
+    /// A permission to open one server connection, counted against the budgets until the
+    /// connection it is given to is destroyed (or, unused, until it is destroyed itself).
+    using slot = std::shared_ptr<void>;
+
+    struct lease {
+        enum class outcome : std::uint8_t { idle, may_connect, timed_out, cancelled };
+        outcome result = outcome::cancelled;
+        /// outcome::idle: a healthy idle connection, on the caller's executor.
+        std::unique_ptr<ha::backend_connection> conn;
+        /// outcome::may_connect: pass it to adopt() with the new connection.
+        slot permit;
+    };
+
+    /// An idle connection for `r.key`, or the right to open one; waits first come first
+    /// served while the budgets are used up, at most `r.wait`. The wait ends early, with
+    /// outcome::cancelled, when the awaiting coroutine is cancelled.
+    net::awaitable<lease> acquire(const pool_request& r);
+    /// Counts `conn` (opened under `permit`) until it is destroyed.
+    static void adopt(ha::backend_connection& conn, slot permit);
+    /// Gives an idle connection back: to the longest waiter that can use it, else kept idle
+    /// (at most `max_idle` for its key), else closed.
+    void put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
+             std::size_t max_idle);
+    /// What a new connection for `key` reported at startup (ParameterStatus), kept so that
+    /// transaction pooling can greet a client without a connection.
+    void remember_startup_parameters(const std::string& key, const ha::startup_params& p);
+    std::optional<ha::startup_params> startup_parameters(const std::string& key) const;
+    /// Counts the session holding `conn` as pinned to it (transaction pooling) while the
+    /// returned token lives.
+    std::shared_ptr<void> pin(const ha::backend_connection& conn);
+    /// Closes idle connections past connection_life_time or server_idle_timeout, or closed by
+    /// their backend; returns how many.
+    std::size_t sweep();
+    /// For pools below their min_pool_size: what it takes to open a connection for them, and
+    /// the budget to open it under (one entry per connection missing).
+    std::vector<std::pair<pool_request, slot>> below_minimum();
+    /// Closes every idle connection and ends every wait (shutdown).
+    void clear();
+
+    std::size_t idle_count() const;
+    std::vector<pool_stats> stats() const;
+
+  private:
+    struct group {
+        int node = -1;
+        std::string user;
+        std::string database;
+        std::size_t pool_size = 0;
+        std::size_t min_pool_size = 0;
+        std::size_t open = 0;
+        std::size_t idle = 0;
+        std::size_t pinned = 0;
+        std::uint64_t waits = 0;
+        std::uint64_t timeouts = 0;
+        std::uint64_t connects = 0;
+        pool_request first;  ///< how the pool was first asked for (min_pool_size connects)
+    };
+    struct idle_list {
+        group* g = nullptr;
+        std::vector<std::unique_ptr<ha::backend_connection>> conns;  // most recent last
+    };
+    struct waiter {
+        explicit waiter(const net::any_io_executor& ex) : timer(ex) {}
+        net::steady_timer timer;
+        group* g = nullptr;
+        std::string key;
+        steady_clock::time_point since;
+        // Set under mutex_ by whoever serves it:
+        bool served = false;
+        std::unique_ptr<ha::backend_connection> conn;
+        slot permit;
+    };
+    /// What a slot points to: destroyed with the connection, it gives the budget back.
+    struct counted {
+        backend_pool* pool = nullptr;
+        group* g = nullptr;
+        bool released = false;  ///< its budget was already given back (mutex_ held)
+        counted(backend_pool* p, group* gr) : pool(p), g(gr) {}
+        ~counted();
+        counted(const counted&) = delete;
+        counted& operator=(const counted&) = delete;
+    };
+    using conn_list = std::vector<std::unique_ptr<ha::backend_connection>>;
+
+    // All with mutex_ held:
+    group& group_for(const pool_request& r);
+    bool has_room(const group& g) const;
+    slot grant(group& g);
+    bool stale(const ha::backend_connection& c, steady_clock::time_point now) const;
+    /// Gives the budget of `c` back now (it is about to be closed).
+    void uncount(ha::backend_connection& c);
+    /// Closes one idle connection that stands in the way of `g` growing; false if none.
+    bool make_room(group& g, conn_list& doomed);
+    /// Hands freed budget to waiters, oldest first.
+    void grant_waiters(int node);
+    static void wake(const std::shared_ptr<waiter>& w);
+
+    void on_closed(group& g);
+    /// Says goodbye to and destroys connections (mutex_ not held: their slots lock it).
+    static void close_all(conn_list& doomed);
+
+    const limits limits_;
+    mutable std::mutex mutex_;
+    std::vector<std::size_t> open_per_node_;
+    std::unordered_map<std::string, std::unique_ptr<group>> groups_;  // by node|user|database
+    std::unordered_map<std::string, idle_list> idle_;                 // by pool key
+    std::vector<std::deque<std::shared_ptr<waiter>>> waiters_;        // per node, oldest first
+    std::unordered_map<std::string, ha::startup_params> startup_parameters_;  // by pool key
+    bool stopping_ = false;
+};
 
 }  // namespace pgpilot::proxy

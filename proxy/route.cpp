@@ -34,6 +34,15 @@ std::string upper(std::string_view s) {
     return u;
 }
 
+/// SET LOCAL ...: a setting that ends with its transaction.
+bool is_set_local(std::string_view text) {
+    router::lexed_query q(text.substr(0, 64));
+    const auto& statements = q.statements();
+    if (statements.empty()) return false;
+    const auto& t = statements[0].tokens;
+    return t.size() >= 2 && t[0].upper == "SET" && t[1].upper == "LOCAL";
+}
+
 /// What running a session-state statement does to prepared statements.
 std::string drops_of(const router::statement_info& info, std::string_view text) {
     if (!info.deallocate_name.empty()) return info.deallocate_name;
@@ -50,14 +59,18 @@ void apply_drops(ha::backend_connection& conn, const std::string& drops) {
         conn.statements.erase(drops);
 }
 
-/// "SHOW POOL_NODES" with any case, spacing and a trailing semicolon.
-bool is_show_pool_nodes(std::string_view text) {
-    if (text.size() > 256 || upper(text).find("POOL_NODES") == std::string::npos) return false;
+/// pgpilot's own SHOW commands, with any case, spacing and a trailing semicolon.
+enum class admin_show { none, pool_nodes, pools };
+admin_show admin_show_command(std::string_view text) {
+    if (text.size() > 256 || upper(text).find("POOL") == std::string::npos) return admin_show::none;
     router::lexed_query q(text);
     const auto& statements = q.statements();
-    if (statements.size() != 1) return false;
+    if (statements.size() != 1) return admin_show::none;
     const auto& t = statements[0].tokens;
-    return t.size() == 2 && t[0].upper == "SHOW" && t[1].upper == "POOL_NODES";
+    if (t.size() != 2 || t[0].upper != "SHOW") return admin_show::none;
+    if (t[1].upper == "POOL_NODES") return admin_show::pool_nodes;
+    if (t[1].upper == "POOLS") return admin_show::pools;
+    return admin_show::none;
 }
 
 /// Statements whose effect outlives their transaction on that connection alone (besides what
@@ -89,8 +102,17 @@ router::function_policy session::policy() const {
 }
 
 void session::on_client_ready(char status) {
+    const char before = client_tx_status_;
     client_tx_status_ = status;
     if (status == 'I') {
+        // A committed transaction's SETs stay in effect for the session (a rolled-back or
+        // failed one's do not).
+        if (before == 'T' && tx_commits_ && tx_node_ >= 0 && links_[std::size_t(tx_node_)].conn) {
+            for (auto& setting : tx_settings_)
+                record_setting(std::move(setting), links_[std::size_t(tx_node_)]);
+        }
+        tx_settings_.clear();
+        tx_commits_ = false;
         if (tx_node_ >= 0 && tx_wrote_) route_.wrote_in_transaction = true;
         set_tx_node(-1);
         tx_wrote_ = false;
@@ -328,9 +350,8 @@ void session::inject_statements(int node, unit& u, std::string& out) {
     // Transaction pooling: at most max_prepared_statements per connection; the least
     // recently used one not used by this unit goes first.
     auto make_room = [&] {
-        if (shared_.settings.pool.mode != config::pool_mode::transaction) return;
-        while (conn.statements.size() >=
-               std::size_t(shared_.settings.pool.max_prepared_statements)) {
+        if (pool_.mode != config::pool_mode::transaction) return;
+        while (conn.statements.size() >= std::size_t(pool_.max_prepared_statements)) {
             auto victim = conn.statements.end();
             for (auto it = conn.statements.begin(); it != conn.statements.end(); ++it)
                 if (!it->first.empty() && it->second.last_use != tick &&
@@ -407,12 +428,14 @@ void session::after_dispatch(const unit& u, int node) {
          std::any_of(u.parsed.begin(), u.parsed.end(),
                      [](const auto& p) { return holds_session_state(p.text); }))) {
         holder.holds_state = true;
-        if (shared_.settings.pool.mode == config::pool_mode::transaction)
+        if (pool_.mode == config::pool_mode::transaction) {
+            holder.pin = shared_.pool.pin(*holder.conn);
             log::info(
                 "s{} keeps its connection to node {} until it ends (session state: "
                 "temporary objects, LISTEN, SQL PREPARE, WITH HOLD cursors or advisory "
                 "locks)",
                 id_, node);
+        }
     }
     if (s.opens_transaction)
         route_.transaction_read_only = s.read_only_transaction && !s.pins_to_primary;
@@ -451,22 +474,29 @@ void session::after_dispatch(const unit& u, int node) {
             open = true;
         } else if (info->ends_transaction) {
             open = false;
+            const auto u = upper(text.substr(0, 16));
+            tx_commits_ = u.rfind("ROLLBACK", 0) != 0 && u.rfind("ABORT", 0) != 0;
         } else if (open) {
             tx_log_.emplace_back(text);
+            if (!is_set_local(text))
+                tx_settings_.push_back({std::string(text), drops_of(*info, text)});
         } else {
-            session_setting setting{std::string(text), drops_of(*info, text)};
-            // The same statement again only moves to the end (applications that SET the same
-            // thing for every request must not grow the log).
-            std::erase_if(set_log_, [&](const auto& e) { return e.text == setting.text; });
-            apply_drops(*link.conn, setting.drops);
-            set_log_.push_back(std::move(setting));
-            for (auto& other : links_)
-                other.settings_applied = std::min(other.settings_applied, set_log_.size() - 1);
-            link.settings_applied = set_log_.size();
-            set_fingerprint_ = settings_fingerprint(set_log_.size());
-            link.conn->settings_fingerprint = set_fingerprint_;
+            record_setting({std::string(text), drops_of(*info, text)}, link);
         }
     }
+}
+
+void session::record_setting(session_setting setting, backend_link& ran_on) {
+    // The same statement again only moves to the end (applications that SET the same thing
+    // for every request must not grow the log).
+    std::erase_if(set_log_, [&](const auto& e) { return e.text == setting.text; });
+    apply_drops(*ran_on.conn, setting.drops);
+    set_log_.push_back(std::move(setting));
+    for (auto& other : links_)
+        other.settings_applied = std::min(other.settings_applied, set_log_.size() - 1);
+    ran_on.settings_applied = set_log_.size();
+    set_fingerprint_ = settings_fingerprint(set_log_.size());
+    ran_on.conn->settings_fingerprint = set_fingerprint_;
 }
 
 std::uint64_t session::settings_fingerprint(std::size_t applied) const {
@@ -502,6 +532,37 @@ net::awaitable<session_end> session::answer_locally(std::string response_bytes) 
     local_writing_ = false;
     local_done_.cancel();
     co_return ec ? session_end::client_disconnected : session_end::client_terminated;
+}
+
+std::string session::show_pools() const {
+    static constexpr std::string_view columns[] = {
+        "database",      "user",    "node_id",   "pool_mode", "cl_waiting",  "cl_pinned",
+        "sv_active",     "sv_idle", "pool_size", "maxwait",   "total_waits", "total_wait_timeouts",
+        "total_connects"};
+    const auto pools = shared_.pool.stats();
+    std::string out;
+    protocol::append_text_row_description(out, columns);
+    for (const auto& p : pools) {
+        const auto mode = shared_.settings.pool_for(p.user, p.database).mode;
+        std::optional<std::string> values[] = {
+            p.database,
+            p.user,
+            std::to_string(p.node),
+            mode == config::pool_mode::transaction ? "transaction" : "session",
+            std::to_string(p.waiting),
+            std::to_string(p.pinned),
+            std::to_string(p.open - p.idle),
+            std::to_string(p.idle),
+            std::to_string(p.pool_size),
+            fmt::format("{:.3f}", p.max_wait),
+            std::to_string(p.waits),
+            std::to_string(p.timeouts),
+            std::to_string(p.connects)};
+        protocol::append_text_data_row(out, values);
+    }
+    protocol::append_command_complete(out, fmt::format("SELECT {}", pools.size()));
+    protocol::append_ready_for_query(out, client_tx_status_);
+    return out;
 }
 
 std::string session::show_pool_nodes() const {
@@ -671,8 +732,49 @@ net::awaitable<session_end> session::dispatch(unit& u) {
     co_return co_await dispatch_one(u);
 }
 
+bool session::parse_only_between_transactions(const unit& u) const {
+    if (pool_.mode != config::pool_mode::transaction || u.continuation || !u.ends_batch ||
+        u.parsed.empty() || client_tx_status_ != 'I' || route_.in_transaction)
+        return false;
+    for (const auto& link : links_)
+        if (link.conn) return false;
+    for (const auto& m : u.messages)
+        if (m.tag != 'P' && m.tag != 'S') return false;
+    for (const auto& p : u.parsed)
+        if (p.name.empty() || prepared_.count(p.name)) return false;
+    return true;
+}
+
 net::awaitable<session_end> session::dispatch_one(unit& u) {
-    if (u.query && is_show_pool_nodes(u.text)) co_return co_await answer_locally(show_pool_nodes());
+    if (parse_only_between_transactions(u)) {
+        // Transaction pooling: a client that only prepares named statements (libpq's
+        // PQprepare: Parse + Sync) between transactions is answered without a connection;
+        // the statements are prepared on whichever connection first runs them, as any
+        // statement this client made elsewhere. Taking a connection for it could deadlock a
+        // client that drives several connections from one thread (pgbench -M prepared with
+        // fewer server connections than clients) while it holds others in transactions.
+        std::string answer;
+        std::size_t parse_index = 0;
+        for (const auto& m : u.messages) {
+            if (m.tag != 'P') continue;
+            const auto& p = u.parsed[parse_index++];
+            prepared_[p.name] =
+                prepared_statement{u.bytes.substr(m.offset, m.size), p.info, p.text};
+            protocol::append_parse_complete(answer);
+        }
+        protocol::append_ready_for_query(answer, client_tx_status_);
+        co_return co_await answer_locally(std::move(answer));
+    }
+    if (u.query) {
+        switch (admin_show_command(u.text)) {
+            case admin_show::pool_nodes:
+                co_return co_await answer_locally(show_pool_nodes());
+            case admin_show::pools:
+                co_return co_await answer_locally(show_pools());
+            case admin_show::none:
+                break;
+        }
+    }
     if (u.query) {
         if (auto command = router::parse_node_command(u.text)) {
             std::string answer = co_await node_control(*command);
@@ -783,7 +885,10 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
         r.extended = !u.messages.empty();
         link.queue.push_back(r);
     }
-    if (u.ends_batch && !link.queue.empty()) link.queue.back().synced = true;
+    if (u.ends_batch && !link.queue.empty()) {
+        link.queue.back().synced = true;
+        link.queue.back().pgpilot_sync = u.pgpilot_sync;
+    }
     if (u.messages.empty())
         out += u.bytes;
     else
@@ -796,8 +901,8 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
     // After a write that commits on the primary, learn its WAL position before the client
     // hears ReadyForQuery, so that no later read (from any session) can miss it.
     const auto& lb = shared_.settings.load_balance;
-    if (u.ends_batch && lb.enabled && lb.consistency != config::consistency_mode::eventual &&
-        current_primary() == node) {
+    if (u.ends_batch && !u.pgpilot_sync && lb.enabled &&
+        lb.consistency != config::consistency_mode::eventual && current_primary() == node) {
         const auto batch = router::summarize(batch_infos_);
         const bool wrote = batch.cls == router::statement_class::write ||
                            batch.cls == router::statement_class::unknown || tx_wrote_;

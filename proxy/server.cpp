@@ -110,15 +110,37 @@ net::awaitable<void> accept_loop(worker& w, acceptor& a, bool tcp,
     }
 }
 
+/// Opens connections for pools below their min_pool_size.
+net::awaitable<void> warm_pools(shared_state& shared) {
+    auto wanted = shared.pool.below_minimum();
+    for (auto& [want, permit] : wanted) {
+        auto snapshot = shared.registry.snapshot();
+        const auto& n = snapshot->nodes.at(std::size_t(want.node));
+        if (n.status != router::node_status::up) continue;  // the permit goes back unused
+        const ha::node_address address{n.host, n.port};
+        auto r = co_await ha::connect_backend(address, want.params, want.password,
+                                              shared.timeouts.backend_connect);
+        if (!r.conn) {
+            log::debug(
+                "cannot open a min_pool_size connection to node {} for user \"{}\" "
+                "database \"{}\": {}",
+                want.node, want.user, want.database, r.failure.message);
+            continue;
+        }
+        r.conn->node = want.node;
+        backend_pool::adopt(*r.conn, std::move(permit));
+        shared.pool.put(want.key, std::move(r.conn), want.min_pool_size);
+    }
+}
+
+/// Once a second on worker 0: closes idle connections past their time, keeps pools warm.
 net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
-    auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(w.shared.settings.pool.connection_life_time));
     for (;;) {
         timer.expires_after(std::chrono::seconds(1));
         auto [ec] = co_await timer.async_wait(use_tuple);
-        if (ec) co_return;
-        if (auto n = w.pool.sweep(life))
-            log::debug("worker {} closed {} idle connections", w.id, n);
+        if (ec || w.shared.stopping.load()) co_return;
+        if (auto n = w.shared.pool.sweep()) log::debug("closed {} idle backend connections", n);
+        co_await warm_pools(w.shared);
     }
 }
 
@@ -143,7 +165,6 @@ void stop_worker(worker_thread& t) {
         live.push_back(s);
     for (auto& s : live)
         s->cancellation().emit(net::cancellation_type::terminal);
-    t.w->pool.clear();
 }
 
 /// Every client and backend connection is a descriptor: use all the kernel allows us
@@ -194,6 +215,7 @@ int run_server(const config::settings& settings, const run_options& options) {
     shared.timeouts.backend_connect = seconds(settings.pool.connect_timeout);
     shared.timeouts.authentication = seconds(settings.pool.authentication_timeout);
     shared.timeouts.client_idle = seconds(settings.pool.client_idle_limit);
+    shared.timeouts.idle_in_transaction = seconds(settings.pool.idle_in_transaction_timeout);
 
     // Find the primary before accepting clients.
     auto first = net::co_spawn(ha_ctx, registry.detect(), net::use_future);
@@ -249,9 +271,10 @@ int run_server(const config::settings& settings, const run_options& options) {
         if (t.unix_socket)
             net::co_spawn(t.w->ctx, accept_loop(*t.w, *t.unix_socket, false, &workers),
                           log_exception);
-        t.sweep_timer = std::make_unique<net::steady_timer>(t.w->ctx);
-        net::co_spawn(t.w->ctx, sweep_loop(*t.w, *t.sweep_timer), log_exception);
     }
+    workers[0].sweep_timer = std::make_unique<net::steady_timer>(workers[0].w->ctx);
+    net::co_spawn(workers[0].w->ctx, sweep_loop(*workers[0].w, *workers[0].sweep_timer),
+                  log_exception);
     for (auto& t : workers)
         t.thread = std::thread([&t] {
             t.w->ctx.run();
@@ -266,6 +289,7 @@ int run_server(const config::settings& settings, const run_options& options) {
 
     log::info("received signal {}, shutting down", received);
     shared.stopping = true;
+    shared.pool.clear();
     for (auto& t : workers)
         net::post(t.w->ctx, [&t] { stop_worker(t); });
     // Sessions end at once (cancelled) or within their bounded goodbyes; a worker still busy

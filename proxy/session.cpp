@@ -68,6 +68,8 @@ const char* to_string(session_end e) {
             return "too many clients";
         case session_end::client_idle_timeout:
             return "client idle timeout";
+        case session_end::idle_in_transaction_timeout:
+            return "idle-in-transaction timeout";
         case session_end::cancel_request:
             return "cancel request";
         case session_end::no_backend:
@@ -201,6 +203,26 @@ net::awaitable<session_end> session::negotiate() {
             database_ = user_;
             params_.emplace_back("database", database_);
         }
+        pool_ = shared_.settings.pool_for(user_, database_);
+        backend_params_ = params_;
+        if (pool_.mode == config::pool_mode::transaction) {
+            // Transaction pooling: application_name is applied with SET on whichever
+            // connection runs the client's transaction, so clients that name themselves
+            // differently (psql, pgbench, an admin tool) share one pool.
+            auto it = std::find_if(backend_params_.begin(), backend_params_.end(),
+                                   [](const auto& kv) { return kv.first == "application_name"; });
+            if (it != backend_params_.end()) {
+                std::string quoted = "'";
+                for (char c : it->second) {
+                    if (c == '\'') quoted += '\'';
+                    quoted += c;
+                }
+                quoted += "'";
+                set_log_.push_back({"SET application_name = " + quoted, {}});
+                set_fingerprint_ = settings_fingerprint(set_log_.size());
+                backend_params_.erase(it);
+            }
+        }
         co_return session_end::client_terminated;
     }
 }
@@ -302,21 +324,53 @@ net::awaitable<bool> session::ensure_link(int node) {
     const auto now = std::chrono::steady_clock::now();
     if (now < link.retry_after) co_return false;
     link = backend_link{};
-    link.pool_key = pool_key(node, params_);
-    auto life = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(shared_.settings.pool.connection_life_time));
-    link.conn = worker_.pool.take(link.pool_key, life);  // checked: not closed
-    if (link.conn) {
+    link.pool_key = pool_key(node, backend_params_);
+    pool_request want;
+    want.node = node;
+    want.user = user_;
+    want.database = database_;
+    want.key = link.pool_key;
+    want.pool_size = std::size_t(pool_.pool_size);
+    want.min_pool_size = std::size_t(pool_.min_pool_size);
+    want.wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(pool_.query_wait_timeout));
+    if (want.min_pool_size > 0) {
+        want.params = backend_params_;
+        want.password = backend_password_;
+    }
+    auto lease = co_await shared_.pool.acquire(want);
+    using outcome = backend_pool::lease::outcome;
+    if (lease.result == outcome::idle) {
+        link.conn = std::move(lease.conn);  // checked: not closed
         log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
         // Transaction pooling: it may already have this session's settings.
         if (link.conn->settings_fingerprint == set_fingerprint_)
             link.settings_applied = set_log_.size();
         co_return true;
     }
+    if (lease.result != outcome::may_connect) {
+        if (lease.result == outcome::timed_out) {
+            link.failure = {
+                std::string(sqlstate::protocol_violation),
+                fmt::format("query_wait_timeout: no connection to node {} for user "
+                            "\"{}\" database \"{}\" came free within {} s "
+                            "(pool_size {})",
+                            node, user_, database_, pool_.query_wait_timeout, pool_.pool_size),
+                {},
+                false};
+            log::warning("s{} {}", id_, link.failure.message);
+        } else {
+            link.failure = {std::string(sqlstate::admin_shutdown),
+                            "terminating connection due to administrator command",
+                            {},
+                            false};
+        }
+        co_return false;
+    }
     auto snapshot = shared_.registry.snapshot();
     const auto& n = snapshot->nodes.at(std::size_t(node));
     const ha::node_address address{n.host, n.port};
-    auto r = co_await ha::connect_backend(address, params_, backend_password_,
+    auto r = co_await ha::connect_backend(address, backend_params_, backend_password_,
                                           shared_.timeouts.backend_connect);
     if (!r.conn) {
         log::warning("s{} cannot connect to node {} for user \"{}\" database \"{}\": {}", id_, node,
@@ -328,6 +382,8 @@ net::awaitable<bool> session::ensure_link(int node) {
         link.failure = std::move(r.failure);
         co_return false;
     }
+    backend_pool::adopt(*r.conn, std::move(lease.permit));
+    shared_.pool.remember_startup_parameters(link.pool_key, r.conn->parameters);
     link.conn = std::move(r.conn);
     link.conn->node = node;
     log::debug("s{} connected to node {} backend pid {}", id_, node, link.conn->pid);
@@ -344,7 +400,7 @@ bool session::replayable_queue(const backend_link& link) {
 }
 
 void session::release_idle_links() {
-    if (shared_.settings.pool.mode != config::pool_mode::transaction) return;
+    if (pool_.mode != config::pool_mode::transaction) return;
     if (client_tx_status_ != 'I' || dispatching_ || in_unit_ || route_.in_transaction) return;
     for (const auto& link : links_) {
         if (!link.conn) continue;
@@ -358,8 +414,7 @@ void session::release_idle_links() {
         if (!link.conn) continue;
         link.conn->settings_fingerprint = settings_fingerprint(link.settings_applied);
         link.conn->last_used = std::chrono::steady_clock::now();
-        worker_.pool.put(link.pool_key, std::move(link.conn),
-                         std::size_t(shared_.settings.pool.max_pool));
+        shared_.pool.put(link.pool_key, std::move(link.conn), idle_limit());
         link = backend_link{};
         if (int(i) == active_) cancel_target_stale_ = true;
         ++released;
@@ -369,6 +424,11 @@ void session::release_idle_links() {
     // user.
     shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{});
     log::debug("s{} released {} backend connection(s) between transactions", id_, released);
+}
+
+std::size_t session::idle_limit() const {
+    return pool_.mode == config::pool_mode::transaction ? std::size_t(pool_.pool_size)
+                                                        : std::size_t(pool_.max_pool);
 }
 
 bool session::may_lose_link(int node) const {
@@ -454,6 +514,9 @@ net::awaitable<session_end> session::attach_backend() {
     const auto started = std::chrono::steady_clock::now();
     net::steady_timer pause(client_.get_executor());
     int node = -1;
+    ha::startup_params server_params;  // what the client is told in ParameterStatus
+    char tx_status = 'I';
+    cancel_target cancel;  // none until a connection runs something for the client
     for (;;) {
         auto route = co_await await_primary();
         if (!route) {
@@ -463,7 +526,27 @@ net::awaitable<session_end> session::attach_backend() {
             co_return session_end::no_backend;
         }
         node = *route;
-        if (co_await ensure_link(node)) break;
+        // Transaction pooling: once a connection of this pool has said what the server reports
+        // at startup, later clients are told the same without taking a connection (PgBouncer
+        // does the same): a client that only connects does not wait for a busy pool.
+        if (pool_.mode == config::pool_mode::transaction &&
+            (!shared_.settings.load_balance.enabled || shared_.volatiles.find(database_))) {
+            if (auto known = shared_.pool.startup_parameters(pool_key(node, backend_params_))) {
+                server_params = std::move(*known);
+                cancel_target_stale_ = true;  // set by the first statement's connection
+                break;
+            }
+        }
+        if (co_await ensure_link(node)) {
+            const auto& conn = *links_[std::size_t(node)].conn;
+            server_params = conn.parameters;
+            tx_status = conn.tx_status;
+            cancel = cancel_target{conn.address, conn.pid, conn.key};
+            if (shared_.settings.load_balance.enabled)
+                co_await load_volatile_functions(shared_, *links_[std::size_t(node)].conn,
+                                                 database_);
+            break;
+        }
         auto& failure = links_[std::size_t(node)].failure;
         // The primary cannot be reached: probably a failover to come (the session's report
         // starts the check); wait for it as a statement would (hold_timeout).
@@ -481,22 +564,24 @@ net::awaitable<session_end> session::attach_backend() {
             co_await send_fatal(failure.sqlstate, "pgpilot: " + failure.message);
         co_return session_end::no_backend;
     }
-    auto& conn = *links_[std::size_t(node)].conn;
-    for (const auto& [k, v] : conn.parameters)
+    for (const auto& [k, v] : server_params)
         if (k == "is_superuser") superuser_ = v == "on";
-    if (shared_.settings.load_balance.enabled)
-        co_await load_volatile_functions(shared_, conn, database_);
     active_ = reading_ = node;
-    for (const auto& [k, v] : params_)
-        if (k == "application_name") application_name_ = v;
+    for (const auto& [k, v] : params_) {
+        if (k != "application_name") continue;
+        application_name_ = v;
+        // What the server would report once the SET has run (transaction pooling).
+        for (auto& [name, value] : server_params)
+            if (name == "application_name") value = v;
+    }
 
-    shared_.cancels.set(proxy_pid_, proxy_key_, cancel_target{conn.address, conn.pid, conn.key});
+    shared_.cancels.set(proxy_pid_, proxy_key_, cancel);
     std::string hello;
-    for (const auto& [k, v] : conn.parameters)
+    for (const auto& [k, v] : server_params)
         protocol::append_parameter_status(hello, k, v);
     protocol::append_backend_key_data(hello, proxy_pid_, proxy_key_);
-    protocol::append_ready_for_query(hello, conn.tx_status);
-    client_tx_status_ = conn.tx_status;
+    protocol::append_ready_for_query(hello, tx_status);
+    client_tx_status_ = tx_status;
     if (auto ec = co_await send_client(hello)) co_return session_end::client_disconnected;
     release_idle_links();
     co_return session_end::client_terminated;
@@ -611,14 +696,32 @@ net::awaitable<session_end> session::client_to_backend() {
             }
 
             if (h.tag == 'Q' || h.tag == 'F') {
+                if (in_unit_ && batch.bytes.empty()) {
+                    // A Query after a Flush (asyncpg prepares with Parse, Describe, Flush): the
+                    // server ends the open batch's implicit transaction and runs the query on
+                    // its own, so pgpilot routes it on its own, ending the batch on its node
+                    // with a Sync of its own.
+                    unit closing;
+                    protocol::append_sync(closing.bytes);
+                    closing.messages.push_back({'S', 0, closing.bytes.size(), {}, 0});
+                    closing.continuation = true;
+                    closing.ends_batch = true;
+                    closing.pgpilot_sync = true;
+                    if (auto end = co_await dispatch(closing);
+                        end != session_end::client_terminated)
+                        co_return end;
+                    in_unit_ = false;
+                    batch = unit{};
+                }
                 if (in_unit_ || !batch.bytes.empty()) {
                     // A Query inside an unfinished batch: the batch's node runs it, as a
-                    // server would run it after the batch.
+                    // server would run it after the batch; its ReadyForQuery ends the batch.
                     batch.bytes.append(frame);
                     batch.ends_batch = true;
                     if (auto end = co_await dispatch(batch); end != session_end::client_terminated)
                         co_return end;
                     batch = unit{};
+                    in_unit_ = false;
                 } else {
                     unit q;
                     q.bytes.assign(frame);
@@ -700,16 +803,26 @@ net::awaitable<session_end> session::client_to_backend() {
         error_code ec;
         std::size_t n = 0;
         auto space = net::buffer(chunk.get(), relay_buffer_size);
-        const auto idle_limit = shared_.timeouts.client_idle;
-        if (idle_limit.count() > 0 && !in_unit_ && client_tx_status_ == 'I' &&
-            links_[std::size_t(active_)].queue.empty()) {
-            // Idle outside a transaction: the only wait that client_idle_limit bounds.
-            net::steady_timer t(client_.get_executor(), idle_limit);
+        // The client's waits that a timeout bounds: idle outside a transaction
+        // (client_idle_limit) and idle inside one (idle_in_transaction_timeout).
+        const bool waiting_for_client = !in_unit_ && links_[std::size_t(active_)].queue.empty();
+        std::chrono::milliseconds limit{0};
+        session_end on_timeout = session_end::client_idle_timeout;
+        if (waiting_for_client && client_tx_status_ == 'I') {
+            limit = shared_.timeouts.client_idle;
+        } else if (waiting_for_client) {
+            limit = shared_.timeouts.idle_in_transaction;
+            on_timeout = session_end::idle_in_transaction_timeout;
+        }
+        if (limit.count() > 0) {
+            net::steady_timer t(client_.get_executor(), limit);
             auto r =
                 co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
             if (r.index() == 1) {
-                end_detail_ = "terminating connection due to idle-session timeout";
-                co_return session_end::client_idle_timeout;
+                end_detail_ = on_timeout == session_end::client_idle_timeout
+                                  ? "terminating connection due to idle-session timeout"
+                                  : "terminating connection due to idle-in-transaction timeout";
+                co_return on_timeout;
             }
             std::tie(ec, n) = std::get<0>(r);
         } else {
@@ -861,6 +974,7 @@ net::awaitable<session_end> session::backend_to_client() {
                         // query pgpilot ran right after its write (same status, and the
                         // client must not go on before the position is known).
                         drop = front->k == kind::hidden || front->replace_ready ||
+                               front->pgpilot_sync ||
                                (front->k == kind::lsn && !front->forward_ready);
                         link.queue.pop_front();
                     }
@@ -975,6 +1089,9 @@ net::awaitable<void> session::finish(session_end end) {
         case session_end::client_idle_timeout:
             tell = {{sqlstate::idle_session_timeout, end_detail_}};
             break;
+        case session_end::idle_in_transaction_timeout:
+            tell = {{sqlstate::idle_in_transaction_session_timeout, end_detail_}};
+            break;
         case session_end::backend_disconnected:
         case session_end::backend_protocol_violation:
             if (!backend_sent_fatal_)
@@ -1016,10 +1133,10 @@ net::awaitable<void> session::finish(session_end end) {
         if (client_left && link_clean(link)) {
             net::steady_timer t(client_.get_executor(), shared_.timeouts.reset);
             auto r = co_await (reset_backend(*link.conn) || t.async_wait(use_tuple));
-            if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load() &&
-                worker_.pool.put(link.pool_key, std::move(link.conn),
-                                 std::size_t(shared_.settings.pool.max_pool)))
+            if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load()) {
+                shared_.pool.put(link.pool_key, std::move(link.conn), idle_limit());
                 ++pooled;
+            }
         } else if (client_left && !link.queue.empty()) {
             // The client went away mid-query: stop the backend's work too.
             net::steady_timer t(client_.get_executor(), shared_.timeouts.goodbye);
@@ -1031,6 +1148,7 @@ net::awaitable<void> session::finish(session_end end) {
             link.conn.reset();
         }
     }
+    links_.clear();  // their pins and budgets go now, not when the last handler is gone
     bool expected = end == session_end::client_terminated || end == session_end::cancel_request;
     if (expected)
         log::debug("s{} ended: {}{}", id_, to_string(end),

@@ -23,20 +23,21 @@ namespace pgpilot::proxy {
 /// Every way a session ends; `finish()` decides from it what the client is told and whether
 /// the backend connection goes back to the pool.
 enum class session_end {
-    client_terminated,           ///< Terminate message: the normal end
-    client_disconnected,         ///< EOF or reset from the client without Terminate
-    client_protocol_violation,   ///< malformed or unexpected message from the client
-    startup_rejected,            ///< bad startup packet, version or parameters (client told)
-    authentication_failed,       ///< wrong password, unknown user (client told)
-    authentication_timeout,      ///< no complete startup + authentication in time
-    too_many_clients,            ///< refused: reserved_connections (client told 53300)
-    client_idle_timeout,         ///< idle outside a transaction longer than client_idle_limit
-    cancel_request,              ///< the connection only carried a CancelRequest
-    no_backend,                  ///< no primary, or connecting to it failed (client told)
-    backend_disconnected,        ///< the backend closed or failed mid-session
-    backend_protocol_violation,  ///< malformed message from the backend
-    admin_shutdown,              ///< pgpilot is shutting down
-    internal_error,              ///< a bug: logged with the exception
+    client_terminated,            ///< Terminate message: the normal end
+    client_disconnected,          ///< EOF or reset from the client without Terminate
+    client_protocol_violation,    ///< malformed or unexpected message from the client
+    startup_rejected,             ///< bad startup packet, version or parameters (client told)
+    authentication_failed,        ///< wrong password, unknown user (client told)
+    authentication_timeout,       ///< no complete startup + authentication in time
+    too_many_clients,             ///< refused: reserved_connections (client told 53300)
+    client_idle_timeout,          ///< idle outside a transaction longer than client_idle_limit
+    idle_in_transaction_timeout,  ///< idle in a transaction longer than idle_in_transaction_timeout
+    cancel_request,               ///< the connection only carried a CancelRequest
+    no_backend,                   ///< no primary, or connecting to it failed (client told)
+    backend_disconnected,         ///< the backend closed or failed mid-session
+    backend_protocol_violation,   ///< malformed message from the backend
+    admin_shutdown,               ///< pgpilot is shutting down
+    internal_error,               ///< a bug: logged with the exception
 };
 
 const char* to_string(session_end);
@@ -56,6 +57,7 @@ struct backend_link {
         bool extended = false;            ///< client: an extended-protocol batch
         bool synced = false;              ///< client, extended: its Sync was sent
         bool started = false;             ///< some of its answer went to the client
+        bool pgpilot_sync = false;  ///< client, extended: ended by pgpilot's Sync, not the client's
     };
     std::deque<response> queue;
     std::size_t settings_applied = 0;  ///< entries of the session's set log run here
@@ -74,6 +76,8 @@ struct backend_link {
     /// The backend sent FATAL while the session expected nothing (its node shutting down): the
     /// SQLSTATE, until the connection closes.
     std::string unsolicited_fatal;
+    /// While holds_state in transaction pooling: counts the session as pinned (SHOW POOLS).
+    std::shared_ptr<void> pin;
 };
 
 /// A statement that changed session state outside a transaction (SET, RESET, DISCARD...).
@@ -128,6 +132,9 @@ class session : public std::enable_shared_from_this<session> {
     /// Whether what is in flight on `link` is the client's one unit (after pgpilot's own
     /// statements) and none of its answer went to the client yet.
     static bool replayable_queue(const backend_link& link);
+    /// How many idle connections per pool key the pool keeps of what this session gives back:
+    /// max_pool in session mode; in transaction mode pool_size bounds them.
+    std::size_t idle_limit() const;
     /// Whether the session survives losing its connection to `node` while it is idle.
     bool may_lose_link(int node) const;
     /// Forgets the (idle) connection to `node`, telling ha/ what happened to it.
@@ -140,17 +147,24 @@ class session : public std::enable_shared_from_this<session> {
     void inject_statements(int node, unit& u, std::string& out);
     void after_dispatch(const unit& u, int node);
     void keep_for_replay(const unit& u, int node);
+    /// Appends a setting to set_log_ (once), as run on `ran_on` already.
+    void record_setting(session_setting setting, backend_link& ran_on);
     /// The fingerprint of the first `applied` entries of set_log_ (0 for none).
     std::uint64_t settings_fingerprint(std::size_t applied) const;
     /// Transaction pooling: gives idle backend connections back to the worker's pool when the
     /// client is between transactions and nothing ties it to them.
     void release_idle_links();
     net::awaitable<session_end> answer_locally(std::string response);
+    /// Transaction pooling: the unit only prepares new named statements (Parse... Sync) and
+    /// the client is between transactions with no connection: pgpilot can answer it.
+    bool parse_only_between_transactions(const unit& u) const;
     /// Appends the WAL position query owed on `link` to `out`, if the client's unit is still
     /// waiting for its ReadyForQuery, the query's stands in for it.
     void append_lsn_query(backend_link& link, std::string& out, bool replaces_ready);
     net::awaitable<session_end> send_owed_lsn(backend_link& link);
     std::string show_pool_nodes() const;
+    /// SHOW POOLS: one row per (database, user, node) pool.
+    std::string show_pools() const;
     std::optional<int> current_primary() const;
     /// PGPOOL ATTACH/DETACH/PROMOTE NODE, from the client port: the response to send.
     net::awaitable<std::string> node_control(const router::node_command& command);
@@ -174,10 +188,15 @@ class session : public std::enable_shared_from_this<session> {
 
     // From the startup packet.
     ha::startup_params params_;
+    /// The startup parameters backend connections are opened with (transaction pooling:
+    /// without application_name, which is SET instead).
+    ha::startup_params backend_params_;
     std::string user_;
     std::string database_;
     std::string application_name_;
     std::optional<std::string> backend_password_;
+    /// [pool] with this user's and database's [[pool.override]] entries applied.
+    config::pool_settings pool_;
 
     // The client's identity for cancellation.
     std::uint32_t proxy_pid_ = 0;
@@ -202,6 +221,10 @@ class session : public std::enable_shared_from_this<session> {
     /// The statements that opened the current transaction and changed its state (BEGIN,
     /// SAVEPOINT, SET LOCAL...), replayed on the primary when the transaction moves there.
     std::vector<std::string> tx_log_;
+    /// Session-level settings (SET, not SET LOCAL) made in the current transaction: they join
+    /// set_log_ if it commits.
+    std::vector<session_setting> tx_settings_;
+    bool tx_commits_ = false;  ///< the statement that ends the transaction commits it
     /// Prepared statements (protocol level) the client has, by name ("" = unnamed).
     std::unordered_map<std::string, prepared_statement> prepared_;
 
@@ -261,6 +284,7 @@ struct session::unit {
     bool streamed = false;          ///< its last message streams on after these bytes
     bool copy_in = false;           ///< may start COPY FROM STDIN
     bool continuation = false;      ///< the rest of a batch already sent in part (after Flush)
+    bool pgpilot_sync = false;      ///< continuation: pgpilot's own Sync ending the batch
     // Filled by classify_unit():
     std::vector<router::statement_info> infos;  ///< the statements it runs (or parses)
     router::unit_summary summary;

@@ -106,13 +106,21 @@ def _toml_value(v):
 
 
 def to_toml(config):
-    """Tables as [name], lists of tables as [[name]]."""
+    """Tables as [name], lists of tables as [[name]]; inside a table, a list of dicts is an
+    array of tables [[name.key]]."""
     out = []
     for section, value in config.items():
         for table in (value if isinstance(value, list) else [value]):
             out.append(f"[[{section}]]" if isinstance(value, list) else f"[{section}]")
-            out += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+            nested = {k: v for k, v in table.items()
+                      if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+            out += [f"{k} = {_toml_value(v)}" for k, v in table.items() if k not in nested]
             out.append("")
+            for key, tables in nested.items():
+                for sub in tables:
+                    out.append(f"[[{section}.{key}]]")
+                    out += [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
+                    out.append("")
     return "\n".join(out)
 
 
@@ -422,9 +430,20 @@ def psql_value(port, sql, **kw):
     return psql(port, sql, args=["-A", "-t", "-q"], **kw).stdout.strip()
 
 
-def pgbench(port, *args, host=HOST, timeout=120, check_exit=True):
+def pgbench(port, *args, host=HOST, timeout=120, check_exit=True, env=None):
+    """pgbench against pgpilot or a server; `env` adds variables (PGAPPNAME, ...)."""
     cmd = ["pgbench", "-h", host, "-p", str(port), "-U", SUPERUSER] + list(args) + [DATABASE]
-    return run(cmd, check_exit=check_exit, timeout=timeout)
+    return run(cmd, check_exit=check_exit, timeout=timeout,
+               env={**client_env(), **env} if env else None)
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Polls predicate() until it is true; TestFailure naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TestFailure(f"not within {timeout}s: {what}")
+        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- libpq via ctypes

@@ -24,7 +24,8 @@ RUNNING = ("SELECT count(*) FROM pg_stat_activity "
 
 @pgpilot_only
 def test_clients_beyond_the_limit_wait_their_turn(env):
-    with env.pgpilot(pool={"max_client_connections": MAX_CLIENTS, "max_pool": CLIENTS}) as px:
+    with env.pgpilot(pool={"max_client_connections": MAX_CLIENTS, "max_pool": CLIENTS,
+                           "pool_size": CLIENTS}) as px:
         errors, done = [], []
         peak = [0]
 
@@ -53,7 +54,8 @@ def test_clients_beyond_the_limit_wait_their_turn(env):
 
 @pgpilot_only
 def test_reserved_connections_refuse_at_once(env):
-    pool = {"max_client_connections": MAX_CLIENTS, "reserved_connections": RESERVED}
+    pool = {"max_client_connections": MAX_CLIENTS, "reserved_connections": RESERVED,
+            "pool_size": MAX_CLIENTS}
     with env.pgpilot(pool=pool) as px:
         held = [Connection(px.port) for _ in range(MAX_CLIENTS - RESERVED)]
         try:

@@ -363,7 +363,8 @@ consistency = "strong"
                            "t.toml");
     REQUIRE_FALSE(bad);
     REQUIRE(bad.errors.size() == 5);
-    CHECK(bad.errors[0] == "t.toml:4:11: load_balance.enabled: expected a boolean (true or false), got a string");
+    CHECK(bad.errors[0] ==
+          "t.toml:4:11: load_balance.enabled: expected a boolean (true or false), got a string");
     CHECK(bad.errors[1].find("load_balance.write_functions") != std::string::npos);
     CHECK(bad.errors[2] ==
           "t.toml:6:37: load_balance.database_redirect_preference_list: node 3 is not a "
@@ -387,4 +388,40 @@ TEST_CASE("redirect preference list syntax errors", "[config]") {
     CHECK((*ok)[0].target == redirect_rule::target_kind::standby);
     CHECK((*ok)[1].target == redirect_rule::target_kind::primary);
     CHECK((*ok)[2].node_id == 0);
+}
+
+TEST_CASE("[[pool.override]] entries apply to their database and user, in file order", "[config]") {
+    auto r = load_string(R"([pool]
+pool_mode = "transaction"
+pool_size = 20
+max_backend_connections = 50
+query_wait_timeout = 5
+[[pool.override]]
+database = "reporting"
+pool_mode = "session"
+pool_size = 5
+[[pool.override]]
+user = "batch"
+pool_size = 2
+min_pool_size = 1
+[[backend]]
+host = "h"
+)",
+                         "pgpilot.toml");
+    REQUIRE(r);
+    const auto& s = *r.value;
+    REQUIRE(s.pool.overrides.size() == 2);
+    CHECK(s.pool.max_backend_connections == 50);
+    CHECK(s.pool.query_wait_timeout == 5);
+    auto plain = s.pool_for("app", "shop");
+    CHECK(plain.mode == pool_mode::transaction);
+    CHECK(plain.pool_size == 20);
+    auto reports = s.pool_for("app", "reporting");
+    CHECK(reports.mode == pool_mode::session);
+    CHECK(reports.pool_size == 5);
+    auto batch_reports = s.pool_for("batch", "reporting");  // both match: the later wins
+    CHECK(batch_reports.mode == pool_mode::session);
+    CHECK(batch_reports.pool_size == 2);
+    CHECK(batch_reports.min_pool_size == 1);
+    CHECK(s.pool_for("batch", "shop").mode == pool_mode::transaction);
 }

@@ -450,6 +450,17 @@ TEST_CASE("body parsers survive random bytes", "[messages]") {
 }
 
 TEST_CASE("backend message types", "[messages]") {
-    for (char t : std::string("123ACcDdEGHIKnNRsStTVvWZ")) REQUIRE(pgpilot::protocol::is_backend_tag(t));
-    for (char t : std::string("BFfJPpQXxz0\0\xff", 13)) REQUIRE_FALSE(pgpilot::protocol::is_backend_tag(t));
+    for (char t : std::string("123ACcDdEGHIKnNRsStTVvWZ"))
+        REQUIRE(pgpilot::protocol::is_backend_tag(t));
+    for (char t : std::string("BFfJPpQXxz0\0\xff", 13))
+        REQUIRE_FALSE(pgpilot::protocol::is_backend_tag(t));
+}
+
+TEST_CASE("ParseComplete", "[messages]") {
+    std::string out;
+    append_parse_complete(out);
+    append_parse_complete(out);
+    CHECK(out ==
+          "1\0\0\0\x04"
+          "1\0\0\0\x04"s);
 }
