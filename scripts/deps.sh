@@ -12,6 +12,8 @@ packages=(
   clang-format
   # integration tests, demo and benchmark
   postgresql-15 postgresql-client-15 python3 procps util-linux
+  # non-libpq drivers in the integration tests (test_drivers.py)
+  python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
   # comparisons with the existing poolers
   pgbouncer pgpool2
 )
