@@ -296,6 +296,7 @@ void session::build_prefix(int node, bool move_transaction, std::string& out) {
     auto hidden = [&](std::string_view sql) {
         protocol::append_query(out, sql);
         link.queue.push_back(response{response::kind::hidden});
+        link.conn->statements.erase("");  // a simple Query drops the unnamed statement
     };
     // A transaction left open here when the client's transaction moved elsewhere.
     if (link.conn->tx_status != 'I' && node != tx_node_) {
@@ -522,6 +523,7 @@ void session::append_lsn_query(backend_link& link, std::string& out, bool replac
         r.forward_ready = true;
     }
     protocol::append_query(out, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+    link.conn->statements.erase("");  // a simple Query drops the unnamed statement
     link.queue.push_back(r);
 }
 
