@@ -75,7 +75,10 @@ def default_config(cluster, port, *, primary_only=False):
     nodes = [cluster.primary] if primary_only else cluster.nodes
     return {
         "server": {"listen_addresses": HOST, "port": port, "workers": 2, "log_level": "info"},
-        "pool": {"max_pool": 16, "connection_life_time": 0},
+        # Budgets well above what the tests' clients need (the test servers allow 200
+        # connections): only test_pool_limits.py is about pool_size and its waits.
+        "pool": {"max_pool": 16, "connection_life_time": 0, "pool_size": 100,
+                 "max_backend_connections": 150},
         "backend": [{"host": n["host"], "port": n["port"], "weight": 1, "flag": "ALLOW_TO_FAILOVER"}
                     for n in nodes],
         "auth": {"method": "trust", "backend_password": ""},
