@@ -728,7 +728,10 @@ net::awaitable<session_end> session::dispatch(unit& u) {
         session& s;
         ~done_guard() {
             s.dispatching_ = false;
-            s.dispatch_done_.cancel();
+            try {
+                s.dispatch_done_.cancel();  // Asio's throwing overload; a destructor must not throw
+            } catch (...) {
+            }
         }
     } guard{*this};
     co_return co_await dispatch_one(u);
