@@ -35,8 +35,11 @@ done
 # The integration suites whose pgpilot runs several worker threads against shared state: a
 # CancelRequest handled on another worker than its session (cancel), the node registry read by
 # every worker and written by the HA thread (health, failover, control, replication_check,
-# routing), the client and pool budgets shared by the workers (limits, pooling).
-tsan_suites=(cancel health failover control replication_check routing limits pooling)
+# routing), the client and pool budgets shared by the workers (limits, pooling), and transaction
+# pooling, where the cancel map entry of a session changes with every transaction's backend
+# connection (transaction_pooling).
+tsan_suites=(cancel health failover control replication_check routing limits pooling
+             transaction_pooling)
 
 if ((thread)); then
   name=ThreadSanitizer

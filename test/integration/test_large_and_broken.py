@@ -5,12 +5,15 @@ that goes away mid-query leaves the other side with a clean outcome."""
 import time
 
 import harness
+import hostile
 from harness import Connection, check, check_equal, pgpilot_only, psql_value
 
 MIB = 1024 * 1024
 ROW_BYTES = 300 * MIB    # one DataRow of 300 MB, server to client
 QUERY_BYTES = 200 * MIB  # one Query message of 200 MB, client to server
-# pgpilot's peak RSS may grow by its relay buffers, not by the message sizes.
+# pgpilot's peak RSS may grow by its relay buffers, not by the message sizes. Not checked in a
+# sanitizer build (hostile.sanitizer_build()): under ASan the same run grows it by 65 to 115 MB
+# (quarantine, redzones), against under 3 MB in the normal build.
 RSS_HEADROOM_KIB = 64 * 1024
 SETTLE_S = 5
 
@@ -44,8 +47,11 @@ def test_huge_row_and_query_stream_through(env):
             check_equal(conn.scalar(f"SELECT length('{literal}')"), str(QUERY_BYTES),
                         "length of the 200 MB literal the server received")
         growth = peak_rss_kib(px) - before
-        check(growth < RSS_HEADROOM_KIB,
-              f"pgpilot's peak RSS grew by {growth} KiB relaying 500 MB (limit {RSS_HEADROOM_KIB})")
+        bound = f"pgpilot's peak RSS grew by {growth} KiB relaying 500 MB (limit {RSS_HEADROOM_KIB})"
+        if sanitizer := hostile.sanitizer_build(px.proc.pid):
+            print(f"RSS bound not checked ({sanitizer}): {bound}", flush=True)
+        else:
+            check(growth < RSS_HEADROOM_KIB, bound)
 
 
 def test_backend_terminated_mid_query(env):
