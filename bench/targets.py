@@ -18,9 +18,11 @@ process, waits, then SIGKILLs whatever is left of that group (pgpool's children)
 get SIGKILL from the kernel if the benchmark process dies (PR_SET_PDEATHSIG).
 
 Measuring: `run_pgbench` (TPS of one pgbench run), `xact_commits` (pg_stat_database per node),
-`pool_nodes` (SHOW POOL_NODES through a pooler), `machine_info`, `package_versions`.
+`pool_nodes` (SHOW POOL_NODES through a pooler), `proc_status` (VmRSS and friends of a process),
+`machine_info`, `package_versions`, `wait_for_load` (wait for a quieter machine).
 """
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -96,6 +98,85 @@ def machine_info():
     return {"cores": os.cpu_count(), "cpu": model, "memory_gib": mem_gib, "kernel": os.uname().release}
 
 
+def proc_status(pid, keys=("VmRSS", "RssAnon", "RssFile", "VmHWM", "Threads")):
+    """{key: value} from /proc/PID/status; memory sizes in bytes (the file gives kB)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in keys:
+                parts = value.split()
+                out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return out
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def connections_to(pid, port):
+    """Established TCP connections of process pid to `port` (e.g. a pooler's server
+    connections to PostgreSQL): its socket inodes (/proc/PID/fd) matched against
+    /proc/net/tcp and tcp6. None when the process is gone."""
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    except OSError:
+        return None
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                # sl local_address rem_address st ... inode (field 9); state 01 = ESTABLISHED
+                if (len(fields) > 9 and fields[3] == "01" and fields[9] in inodes
+                        and int(fields[2].rsplit(":", 1)[1], 16) == port):
+                    count += 1
+    return count
+
+
+def wait_for_load(max_load, interval=120, max_wait=1500, log=print):
+    """Before a measurement: while the 1-minute load average is above max_load, sleep
+    `interval` seconds and look again, for at most max_wait seconds. Returns the 1-minute
+    loads seen, as [(seconds since the first look, load)]; the last one is where it stopped.
+    max_load None or <= 0: look once, never wait."""
+    start = time.monotonic()
+    seen = []
+    while True:
+        load = os.getloadavg()[0]
+        waited = time.monotonic() - start
+        seen.append((waited, load))
+        if not max_load or max_load <= 0 or load <= max_load:
+            return seen
+        if waited + interval > max_wait:
+            log(f"1-minute load {load:.2f} is still above {max_load:g} after {waited:.0f} s: going on anyway")
+            return seen
+        log(f"1-minute load {load:.2f} is above {max_load:g}: waiting {interval:g} s "
+            f"({waited:.0f} of at most {max_wait:g} s waited)")
+        time.sleep(interval)
+
+
+def describe_load_wait(seen, max_load):
+    """One sentence for a report from wait_for_load's list."""
+    loads = ", ".join(f"{l:.2f}" for _, l in seen)
+    if not max_load or max_load <= 0:
+        return f"1-minute load average before the runs: {loads} (no waiting asked for)."
+    waited = seen[-1][0]
+    if seen[-1][1] <= max_load:
+        return (f"1-minute load average checked before the runs (wait while above {max_load:g}): "
+                f"{loads}; started after {waited / 60:.0f} min.")
+    return (f"1-minute load average checked before the runs (wait while above {max_load:g}): {loads}; "
+            f"**still above after {waited / 60:.0f} min, measured anyway**.")
+
+
 def git_revision(repo=REPO):
     def git(*args):
         return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
@@ -126,10 +207,11 @@ def psql_rows(port, sql, db, host=HOST, timeout=30):
     return [dict(zip(header, line.split("\x1f"))) for line in lines[1:]]
 
 
-def run_pgbench(port, db, clients, threads, duration, extra, host=HOST):
-    """TPS of `pgbench -S -c clients -j threads -T duration [extra]`; BenchError on any failure."""
-    cmd = ["pgbench", "-h", host, "-p", str(port), "-U", SUPERUSER, "-S", "-c", str(clients),
-           "-j", str(threads), "-T", str(duration), *extra, db]
+def run_pgbench(port, db, clients, threads, duration, extra, host=HOST, select_only=True):
+    """TPS of `pgbench -S -c clients -j threads -T duration [extra]` (without -S when
+    select_only is false: pgbench's built-in TPC-B-like script); BenchError on any failure."""
+    cmd = ["pgbench", "-h", host, "-p", str(port), "-U", SUPERUSER, *(["-S"] if select_only else []),
+           "-c", str(clients), "-j", str(threads), "-T", str(duration), *extra, db]
     try:
         proc = subprocess.run(cmd, env=client_env(), capture_output=True, text=True, errors="replace",
                               timeout=duration + 120)
@@ -431,6 +513,10 @@ class Service:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
     def log(self):
         return _tail(self.log_path, 20000)
 
@@ -575,12 +661,14 @@ class Direct:
 
 
 class PgpilotTarget:
-    """pgpilot through harness.Pgpilot; `load_balance` (a dict) adds a [load_balance] table."""
+    """pgpilot through harness.Pgpilot; `load_balance` (a dict) adds a [load_balance] table;
+    `pool` (a dict) adds keys to the [pool] table (e.g. pool_mode = "transaction")."""
 
     def __init__(self, binary, cluster, workdir, *, workers, max_pool, primary_only, load_balance=None,
-                 backend_override=None, label="pgpilot", log_level="warning"):
+                 backend_override=None, label="pgpilot", log_level="warning", pool=None):
         self.label = label
-        overrides = {"server": {"workers": workers, "log_level": log_level}, "pool": {"max_pool": max_pool}}
+        overrides = {"server": {"workers": workers, "log_level": log_level},
+                     "pool": {"max_pool": max_pool, **(pool or {})}}
         if backend_override is not None:
             overrides["backend"] = backend_override
         if load_balance is not None:
@@ -589,7 +677,10 @@ class PgpilotTarget:
         self.port = self.px.port
         self.binary = binary
         backends = "the primary" if primary_only else ", ".join(n["name"] for n in cluster.nodes)
-        self.description = (f"session pooling, workers = {workers}, max_pool = {max_pool}, backends: {backends}"
+        mode = (pool or {}).get("pool_mode", "session")
+        pool_text = (f"max_pool = {max_pool}" if not pool else
+                     ", ".join(f"{k} = {v}" for k, v in pool.items() if k != "pool_mode"))
+        self.description = (f"{mode} pooling, workers = {workers}, {pool_text}, backends: {backends}"
                             + (", over the primary's Unix socket" if backend_override else "")
                             + (f", [load_balance] {_inline(load_balance)}" if load_balance is not None else ""))
 
@@ -618,6 +709,14 @@ class PgpilotTarget:
 
     def alive(self):
         return self.px.alive()
+
+    @property
+    def pid(self):
+        return self.px.proc.pid if self.px.proc is not None else None
+
+    @property
+    def log_path(self):
+        return self.px.log_path
 
     def log(self):
         return self.px.log()
