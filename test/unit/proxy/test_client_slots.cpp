@@ -35,7 +35,7 @@ TEST_CASE("client slots queue beyond the limit, first come first served", "[slot
     REQUIRE(slots.in_use() == 2);
     REQUIRE(slots.waiting() == 3);
     slots.release();  // goes to client 2, the longest waiter
-    ctx.poll();  // run what is ready; waiters stay parked on their timers
+    ctx.poll();       // run what is ready; waiters stay parked on their timers
     ctx.restart();
     REQUIRE(order == std::vector<int>{0, 1, 2});
     REQUIRE(out[2] == client_slots::outcome::granted);
