@@ -59,14 +59,20 @@ bool looks_closed(ha::backend_connection& conn) {
 }
 
 backend_pool::counted::~counted() {
-    if (!released) pool->on_closed(*g);
+    try {
+        if (!released) pool->on_closed(*g);
+    } catch (...) {  // a destructor must not throw (std::mutex::lock can)
+    }
 }
 
 backend_pool::backend_pool(std::size_t nodes, limits l)
     : limits_(l), open_per_node_(nodes, 0), waiters_(nodes) {}
 
 backend_pool::~backend_pool() {
-    clear();
+    try {
+        clear();
+    } catch (...) {  // a destructor must not throw (std::mutex::lock can)
+    }
 }
 
 backend_pool::group& backend_pool::group_for(const pool_request& r) {
@@ -334,8 +340,9 @@ std::vector<std::pair<pool_request, backend_pool::slot>> backend_pool::below_min
     if (stopping_) return out;
     for (auto& [name, g] : groups_) {
         const auto& queue = waiters_[std::size_t(g->node)];
+        const group* pool = g.get();  // clang 14 cannot capture a structured binding
         const bool queued =
-            std::any_of(queue.begin(), queue.end(), [&](const auto& w) { return w->g == g.get(); });
+            std::any_of(queue.begin(), queue.end(), [pool](const auto& w) { return w->g == pool; });
         while (!queued && g->open < g->min_pool_size && has_room(*g))
             out.emplace_back(g->first, grant(*g));
     }
