@@ -54,12 +54,8 @@ class volatile_functions {
 
 /// The pool's limits from [pool].
 inline backend_pool::limits pool_limits(const config::pool_settings& p) {
-    auto seconds = [](double s) {
-        return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-            std::chrono::duration<double>(s));
-    };
-    return {std::size_t(p.max_backend_connections), seconds(p.connection_life_time),
-            seconds(p.server_idle_timeout)};
+    return {std::size_t(p.max_backend_connections), seconds_to_duration(p.connection_life_time),
+            seconds_to_duration(p.server_idle_timeout)};
 }
 
 /// Process-wide state shared by every worker (read-mostly; see DESIGN.md "Threads").

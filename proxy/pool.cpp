@@ -90,6 +90,11 @@ backend_pool::group& backend_pool::group_for(const pool_request& r) {
     return *g;
 }
 
+bool backend_pool::has_waiters(const group& g) const {
+    const auto& queue = waiters_[std::size_t(g.node)];
+    return std::any_of(queue.begin(), queue.end(), [&g](const auto& w) { return w->g == &g; });
+}
+
 bool backend_pool::has_room(const group& g) const {
     return g.open < g.pool_size &&
            open_per_node_[std::size_t(g.node)] < limits_.max_backend_connections;
@@ -223,9 +228,7 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
             out.result = lease::outcome::idle;
         } else {
             // Nobody overtakes a client already waiting for this pool.
-            auto& queue = waiters_[std::size_t(r.node)];
-            const bool queued = std::any_of(queue.begin(), queue.end(),
-                                            [&](const auto& other) { return other->g == &g; });
+            const bool queued = has_waiters(g);
             if (!queued && !has_room(g)) make_room(g, doomed);
             if (!queued && has_room(g)) {
                 out.permit = grant(g);
@@ -237,7 +240,7 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
                 w->since = now;
                 w->timer.expires_at(r.wait.count() > 0 ? now + r.wait
                                                        : steady_clock::time_point::max());
-                queue.push_back(w);
+                waiters_[std::size_t(r.node)].push_back(w);
                 ++g.waits;
             }
         }
@@ -339,10 +342,7 @@ std::vector<std::pair<pool_request, backend_pool::slot>> backend_pool::below_min
     std::lock_guard lock(mutex_);
     if (stopping_) return out;
     for (auto& [name, g] : groups_) {
-        const auto& queue = waiters_[std::size_t(g->node)];
-        const group* pool = g.get();  // clang 14 cannot capture a structured binding
-        const bool queued =
-            std::any_of(queue.begin(), queue.end(), [pool](const auto& w) { return w->g == pool; });
+        const bool queued = has_waiters(*g);
         while (!queued && g->open < g->min_pool_size && has_room(*g))
             out.emplace_back(g->first, grant(*g));
     }

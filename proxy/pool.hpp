@@ -23,6 +23,12 @@ namespace pgpilot::proxy {
 namespace net = boost::asio;
 using steady_clock = std::chrono::steady_clock;
 
+/// A configured number of seconds as a clock duration.
+inline steady_clock::duration seconds_to_duration(double seconds) {
+    return std::chrono::duration_cast<steady_clock::duration>(
+        std::chrono::duration<double>(seconds));
+}
+
 /// The pool key: every startup parameter matters, because the backend applied them.
 std::string pool_key(int node, const ha::startup_params& params);
 
@@ -160,6 +166,8 @@ class backend_pool {
     // All with mutex_ held:
     group& group_for(const pool_request& r);
     bool has_room(const group& g) const;
+    /// Whether clients wait for a connection of `g` (nobody overtakes them).
+    bool has_waiters(const group& g) const;
     slot grant(group& g);
     bool stale(const ha::backend_connection& c, steady_clock::time_point now) const;
     /// Gives the budget of `c` back now (it is about to be closed).

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "ha/log.hpp"
+#include "ha/replication.hpp"
 #include "protocol/auth.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/sqlstate.hpp"
@@ -212,13 +213,7 @@ net::awaitable<session_end> session::negotiate() {
             auto it = std::find_if(backend_params_.begin(), backend_params_.end(),
                                    [](const auto& kv) { return kv.first == "application_name"; });
             if (it != backend_params_.end()) {
-                std::string quoted = "'";
-                for (char c : it->second) {
-                    if (c == '\'') quoted += '\'';
-                    quoted += c;
-                }
-                quoted += "'";
-                set_log_.push_back({"SET application_name = " + quoted, {}});
+                set_log_.push_back({"SET application_name = " + ha::sql_literal(it->second), {}});
                 set_fingerprint_ = settings_fingerprint(set_log_.size());
                 backend_params_.erase(it);
             }
@@ -332,8 +327,7 @@ net::awaitable<bool> session::ensure_link(int node) {
     want.key = link.pool_key;
     want.pool_size = std::size_t(pool_.pool_size);
     want.min_pool_size = std::size_t(pool_.min_pool_size);
-    want.wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(pool_.query_wait_timeout));
+    want.wait = seconds_to_duration(pool_.query_wait_timeout);
     if (want.min_pool_size > 0) {
         want.params = backend_params_;
         want.password = backend_password_;
@@ -413,7 +407,6 @@ void session::release_idle_links() {
         auto& link = links_[i];
         if (!link.conn) continue;
         link.conn->settings_fingerprint = settings_fingerprint(link.settings_applied);
-        link.conn->last_used = std::chrono::steady_clock::now();
         shared_.pool.put(link.pool_key, std::move(link.conn), idle_limit());
         link = backend_link{};
         if (int(i) == active_) cancel_target_stale_ = true;
