@@ -374,6 +374,8 @@ def report(args, results, running, failed_to_start, meta):
         "- Server connections after: the pooler's established TCP connections to PostgreSQL right after "
         "each run (its socket descriptors in /proc/PID/fd matched in /proc/net/tcp; both poolers keep "
         "idle server connections for 600 s, so this is how many it opened; range over the rounds). "
+        "pgpilot's count includes its own health-check and replication-check connections (to the "
+        "database postgres, `[health_check]`), so its pool of 20 shows as 21 or 22. "
         "Direct: one backend per client.",
         "- Targets and their pool limits:",
     ]
