@@ -59,6 +59,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import targets as T  # noqa: E402  (puts test/integration on the path)
+import pgbench_compare as PC  # noqa: E402  (write_report)
 from harness import Connection, PgError, to_toml  # noqa: E402
 from pgcluster import PG_BIN, Cluster  # noqa: E402
 
@@ -725,10 +726,11 @@ def report(args, results, kinds, meta):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def report_path(results_dir, today):
-    path = os.path.join(results_dir, f"failover-{today}.md")
+def report_path(args, today):
+    """failover-<date>.md (not pgbench_compare's <date>-<name>.md)."""
+    path = os.path.join(args.results_dir, f"failover-{today}.md")
     if os.path.exists(path):  # never overwrite an earlier report
-        path = os.path.join(results_dir, f"failover-{today}-{datetime.datetime.now():%H%M%S}.md")
+        path = os.path.join(args.results_dir, f"failover-{today}-{datetime.datetime.now():%H%M%S}.md")
     return path
 
 
@@ -828,12 +830,7 @@ def main(argv=None):
         if r.get("description"):
             meta["descriptions"].setdefault(r["target"], r["description"])
     text = report(args, results, kinds, meta)
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = report_path(args.results_dir, meta["date"])
-    with open(path, "w") as f:
-        f.write(text)
-    print("\n" + text)
-    print(f"written to {path}")
+    PC.write_report(args, meta["date"], text, path_for=report_path)
 
 
 def print_run(r):
@@ -853,8 +850,4 @@ def print_run(r):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({e or 'Ctrl-C'}): everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    T.run_main(main)

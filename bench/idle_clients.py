@@ -52,7 +52,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import targets as T  # noqa: E402
-import pgbench_compare as PC  # noqa: E402  (helpers: median, csv_list, summary, report_path)
+import pgbench_compare as PC  # noqa: E402  (helpers: median, csv_list, summary, write_report)
 from pgcluster import Cluster  # noqa: E402
 
 REPO = T.REPO
@@ -470,17 +470,8 @@ def main(argv=None):
                         print_measurement(r)
             meta["load_end"] = os.getloadavg()
     text = report(args, results, meta)
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = PC.report_path(args, meta["date"])
-    with open(path, "w") as f:
-        f.write(text)
-    print("\n" + text)
-    print(f"written to {path}")
+    PC.write_report(args, meta["date"], text)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({e or 'Ctrl-C'}): everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    T.run_main(main)

@@ -422,6 +422,18 @@ def report_path(args, today):
     return path
 
 
+def write_report(args, today, text, path_for=report_path):
+    """Write a report to args.results_dir (made if missing) under path_for(args, today), a name
+    no earlier report has; print it and where it went. Returns the path."""
+    os.makedirs(args.results_dir, exist_ok=True)
+    path = path_for(args, today)
+    with open(path, "w") as f:
+        f.write(text)
+    print("\n" + text)
+    print(f"written to {path}")
+    return path
+
+
 def summary(error):
     """One line for the report: the first line of the error (without the path of a log that is
     gone by then) and the first FATAL or ERROR line of the log it quotes."""
@@ -485,17 +497,8 @@ def main(argv=None):
                 if hasattr(target, "alive") and not target.alive():
                     print(f"warning: {name} died during the run; log:\n{target.log()[-3000:]}", flush=True)
 
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = report_path(args, meta["date"])
-    with open(path, "w") as f:
-        f.write(text)
-    print("\n" + text)
-    print(f"written to {path}")
+    write_report(args, meta["date"], text)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({e or 'Ctrl-C'}): everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    T.run_main(main)

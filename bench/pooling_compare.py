@@ -44,7 +44,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import targets as T  # noqa: E402
-import pgbench_compare as PC  # noqa: E402  (helpers: median, fmt_tps, ratio, csv_list, summary)
+import pgbench_compare as PC  # noqa: E402  (helpers: median, fmt_tps, ratio, csv_list, summary, write_report)
 from pgcluster import Cluster  # noqa: E402  (targets.py put test/integration on the path)
 
 REPO = T.REPO
@@ -462,17 +462,8 @@ def main(argv=None):
                     print(f"warning: {name} died during the run; log:\n{target.log()[-3000:]}", flush=True)
             text = report(args, results, running, failed_to_start, meta)
 
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = PC.report_path(args, meta["date"])
-    with open(path, "w") as f:
-        f.write(text)
-    print("\n" + text)
-    print(f"written to {path}")
+    PC.write_report(args, meta["date"], text)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({e or 'Ctrl-C'}): everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    T.run_main(main)

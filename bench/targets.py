@@ -20,6 +20,8 @@ get SIGKILL from the kernel if the benchmark process dies (PR_SET_PDEATHSIG).
 Measuring: `run_pgbench` (TPS of one pgbench run), `xact_commits` (pg_stat_database per node),
 `pool_nodes` (SHOW POOL_NODES through a pooler), `proc_status` (VmRSS and friends of a process),
 `machine_info`, `package_versions`, `wait_for_load` (wait for a quieter machine).
+
+`run_main`: the benchmark scripts' `if __name__ == "__main__"` (Ctrl-C exits 130).
 """
 
 import contextlib
@@ -175,6 +177,16 @@ def describe_load_wait(seen, max_load):
                 f"{loads}; started after {waited / 60:.0f} min.")
     return (f"1-minute load average checked before the runs (wait while above {max_load:g}): {loads}; "
             f"**still above after {waited / 60:.0f} min, measured anyway**.")
+
+
+def run_main(main):
+    """A benchmark script's entry point: main(); a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP
+    that the script turned into one) has stopped everything on its way out: say so, exit 130."""
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted ({e or 'Ctrl-C'}): everything started was stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def git_revision(repo=REPO):
