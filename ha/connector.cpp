@@ -181,6 +181,7 @@ net::awaitable<connect_result> connect_backend(node_address address, startup_par
     if (r.index() == 0) co_return std::get<0>(std::move(r));
     connect_result timed_out;
     timed_out.failure = unreachable("timeout connecting to " + where);
+    timed_out.failure.timed_out = true;
     co_return timed_out;
 }
 

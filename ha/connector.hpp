@@ -68,6 +68,8 @@ struct connect_failure {
     /// True when pgpilot itself could not even try (out of file descriptors or memory): says
     /// nothing about the node, which must not be failed for it.
     bool local = false;
+    /// True when no answer came within the timeout (the node, or pgpilot itself, too slow).
+    bool timed_out = false;
 };
 
 struct connect_result {

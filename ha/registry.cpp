@@ -360,9 +360,42 @@ net::awaitable<void> node_registry::health_loop(int id) {
         last_start = now;
         if (nodes_[std::size_t(id)].status == router::node_status::down) continue;
         auto r = co_await check_health(id, confirm ? 1 : 1 + rt.health.max_retries);
+        if (!r.ok && r.timed_out && !r.local && !stopping_)
+            r = co_await confirm_timeout(id, std::move(r));
         if (stopping_) break;
         apply_health(id, r);
     }
+}
+
+net::awaitable<node_registry::probe_result> node_registry::confirm_timeout(int id,
+                                                                           probe_result first) {
+    // A timeout alone does not tell a dead node from a starved pgpilot (CPU, network) or a
+    // passing stall. The node is checked again, and so is every other node, at once.
+    using op = decltype(net::co_spawn(ctx_, check_health(0, 1), net::deferred));
+    std::vector<op> ops;
+    ops.push_back(net::co_spawn(ctx_, check_health(id, 1), net::deferred));
+    for (const auto& n : nodes_) {
+        if (n.id == id || n.status == router::node_status::down) continue;
+        ops.push_back(net::co_spawn(ctx_, check_health(n.id, 1), net::deferred));
+    }
+    if (ops.size() == 1) co_return first;  // nobody to compare with: the timeout stands
+    auto [order, errors, results] =
+        co_await net::experimental::make_parallel_group(std::move(ops))
+            .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
+    (void)order;
+    if (!errors[0] && results[0].ok) co_return std::move(results[0]);  // it answers now
+    bool another = false;
+    for (std::size_t i = 1; i < results.size(); ++i)
+        another = another || (!errors[i] && results[i].ok);
+    if (!another) {
+        // Nobody answers: failing this node would help nobody (there is nothing to fail over
+        // to), and most likely nothing is wrong with the nodes.
+        first.local = true;
+        first.detail +=
+            "; no other node answered a health check in time either, so pgpilot itself may be "
+            "overloaded or cut off";
+    }
+    co_return first;
 }
 
 net::awaitable<node_registry::probe_result> node_registry::check_health(int id, int attempts) {
@@ -373,9 +406,13 @@ net::awaitable<node_registry::probe_result> node_registry::check_health(int id, 
         auto c = co_await connect_to(id);
         if (!c.conn) {
             r.detail = c.failure.message;
+            r.timed_out = c.failure.timed_out;
             // Out of descriptors here, or "too many clients" there: the node may be fine.
             r.local =
                 c.failure.local || c.failure.sqlstate == protocol::sqlstate::too_many_connections;
+            if (r.local)
+                r.detail += c.failure.local ? " (pgpilot is out of descriptors or memory)"
+                                            : " (the node is out of connection slots)";
         } else {
             const auto left =
                 rt.health_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -383,7 +420,8 @@ net::awaitable<node_registry::probe_result> node_registry::check_health(int id, 
             auto q = co_await query_within(*c.conn, health_sql,
                                            std::max(left, std::chrono::milliseconds(1)));
             if (q.io) {
-                r.detail = q.io == boost::system::errc::timed_out
+                r.timed_out = q.io == boost::system::errc::timed_out;
+                r.detail = r.timed_out
                                ? "no answer to the health check query in time"
                                : "lost connection during the health check: " + q.io.message();
             } else if (q.error) {
@@ -416,10 +454,8 @@ void node_registry::apply_health(int id, const probe_result& r) {
     auto& rt = *runtime_[std::size_t(id)];
     if (n.status == router::node_status::down) return;  // failed or fenced meanwhile
     if (!r.ok && r.local) {
-        log::warning(
-            "node {}: health check inconclusive (pgpilot out of descriptors, or the node out "
-            "of connection slots): {}; the node stays {}",
-            id, r.detail, router::to_string(n.status));
+        log::warning("node {}: health check inconclusive: {}; the node stays {}", id, r.detail,
+                     router::to_string(n.status));
         return;
     }
     if (!r.ok) {

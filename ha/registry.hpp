@@ -140,6 +140,10 @@ class node_registry {
     // Health.
     net::awaitable<void> health_loop(int id);
     net::awaitable<probe_result> check_health(int id, int attempts);
+    /// After a health check of `id` timed out: checks it again together with every other node
+    /// that is not down (all at once); the timeout stands only if `id` fails again while
+    /// another node answers. Returns the result to apply.
+    net::awaitable<probe_result> confirm_timeout(int id, probe_result first);
     void apply_health(int id, const probe_result& r);
     void node_failed(int id, const std::string& reason);
     void fence_false_primary(int id, int primary);

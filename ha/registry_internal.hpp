@@ -61,9 +61,11 @@ struct node_registry::node_runtime {
 struct node_registry::probe_result {
     bool ok = false;
     std::string detail;  ///< why it failed
-    /// Failed for want of resources (pgpilot's descriptors, the node's connection slots): says
-    /// nothing of whether the node is up.
+    /// Failed for want of resources (pgpilot's descriptors, the node's connection slots), or
+    /// timed out while no other node answered either: says nothing of whether the node is up.
     bool local = false;
+    /// Failed because no answer came in time (connect or query).
+    bool timed_out = false;
     bool in_recovery = false;
     std::uint32_t timeline = 0;   ///< primary: timeline of its current WAL segment
     std::int64_t walsenders = 0;  ///< pg_stat_replication rows

@@ -4,6 +4,7 @@ node registry publishes them (read through pgpilot_ha_watch). Tests that take no
 private cluster."""
 
 import os
+import signal
 import time
 
 import harness
@@ -161,6 +162,52 @@ def test_primary_without_standby_is_quarantined_not_detached(env):
             cluster.start_node(cluster.primary)
             snap = ha.wait_for("back up by itself", lambda s: statuses(s) == ["up"])
             check_equal(snap["nodes"][0]["role"], "primary", "role")
+
+
+@pgpilot_only
+def test_timeouts_on_every_node_fail_nothing(env):
+    """When every node's health check times out at once (here: their postmasters stopped with
+    SIGSTOP, so connections hang), pgpilot cannot tell dead nodes from its own starvation (an
+    overloaded host, a cut network) and there is nothing to fail over to: the checks are
+    inconclusive and every node stays up."""
+    with env.private_cluster(standbys=1) as cluster:
+        pids = [cluster.postmaster_pid(n) for n in cluster.nodes]
+        with env.ha_watch(cluster=cluster, health_check=FAST) as ha:
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses")
+            try:
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                ha.wait_for_log("no other node answered a health check in time either", timeout=15)
+                time.sleep(2 * FAST["connect_timeout"] + 1)  # more rounds of timeouts
+                snap = ha.snapshot()
+                check_equal(statuses(snap), ["up", "up"], "statuses while every node hangs")
+                check_equal(snap["failover_in_progress"], False, "no failover")
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(1)
+            snap = ha.snapshot()
+            check_equal(statuses(snap), ["up", "up"], "statuses after SIGCONT")
+            check_equal([n["role"] for n in snap["nodes"]], ["primary", "standby"], "roles")
+
+
+@pgpilot_only
+def test_a_primary_that_stops_answering_is_failed(env):
+    """A timeout on one node while another answers is the node's: the primary, stopped with
+    SIGSTOP, is failed and its standby promoted."""
+    with env.private_cluster(standbys=1) as cluster:
+        pid = cluster.postmaster_pid(cluster.primary)
+        with env.ha_watch(cluster=cluster, health_check=FAST) as ha:
+            check_equal(statuses(ha.snapshot()), ["up", "up"], "statuses")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                snap = ha.wait_for("the primary down and the standby promoted",
+                                   lambda s: statuses(s) == ["down", "up"]
+                                   and s["nodes"][1]["role"] == "primary", timeout=30)
+                check("timeout" in snap["nodes"][0]["status_reason"],
+                      f"reason: {snap['nodes'][0]['status_reason']}")
+            finally:
+                os.kill(pid, signal.SIGCONT)
 
 
 if __name__ == "__main__":
