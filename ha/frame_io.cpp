@@ -1,5 +1,9 @@
 #include "ha/frame_io.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 namespace pgpilot {
 
 namespace {
@@ -22,6 +26,13 @@ net::awaitable<error_code> frame_reader::fill(stream& s) {
     co_return ec;
 }
 
+std::string frame_reader::take_pending() {
+    std::string out = buf_.substr(start_);
+    std::string().swap(buf_);
+    start_ = 0;
+    return out;
+}
+
 net::awaitable<error_code> frame_reader::read_frame(stream& s, protocol::whole_frame& out,
                                                     std::uint32_t max_length) {
     for (;;) {
@@ -35,6 +46,17 @@ net::awaitable<error_code> frame_reader::read_frame(stream& s, protocol::whole_f
                 break;
         }
         if (auto ec = co_await fill(s)) co_return ec;
+    }
+}
+
+std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size) {
+    for (;;) {
+        const ssize_t n = ::recv(s.native_handle(), data, size, MSG_DONTWAIT);
+        if (n > 0) return {error_code{}, std::size_t(n)};
+        if (n == 0) return {net::error::eof, 0};
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return {net::error::would_block, 0};
+        return {error_code(errno, boost::system::system_category()), 0};
     }
 }
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "protocol/frame.hpp"
 
@@ -32,11 +33,25 @@ class frame_reader {
     }
     void consume(std::size_t n) { start_ += n; }
     bool empty() const { return start_ == buf_.size(); }
+    /// Hands out the bytes not handed out yet and frees the buffer (the relay reads on its own).
+    std::string take_pending();
+    /// Frees the buffer if nothing is pending.
+    void release_if_empty() {
+        if (empty()) {
+            std::string().swap(buf_);
+            start_ = 0;
+        }
+    }
 
   private:
     std::string buf_;
     std::size_t start_ = 0;
 };
+
+/// Reads what has arrived on `s` without waiting: (would_block, 0) when nothing has, (eof, 0)
+/// when the peer closed. For a reader that waits for readability first (async_wait) and so
+/// needs no buffer while nothing arrives.
+std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size);
 
 /// Writes all of `data`; errors come back as values.
 net::awaitable<error_code> write_all(stream& s, std::string_view data);

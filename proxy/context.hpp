@@ -15,6 +15,7 @@
 #include "proxy/cancel_map.hpp"
 #include "proxy/client_slots.hpp"
 #include "proxy/pool.hpp"
+#include "proxy/relay_buffers.hpp"
 #include "router/balance.hpp"
 
 namespace pgpilot::proxy {
@@ -91,11 +92,15 @@ struct shared_state {
 /// One event-loop thread: its io_context and its sessions.
 struct worker {
     explicit worker(shared_state& s, unsigned index) : shared(s), id(index) {}
+    /// First, so destroyed last: sessions' coroutines (in ctx) hold leases on it.
+    relay_buffers buffers;
     net::io_context ctx{1};
     shared_state& shared;
     unsigned id;
     /// Live sessions, so shutdown can reach them; only touched on this worker's thread.
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
+    /// Sessions parked or ended since the sweep last gave free heap pages back to the system.
+    std::size_t released_since_trim = 0;
 };
 
 }  // namespace pgpilot::proxy

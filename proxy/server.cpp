@@ -1,5 +1,6 @@
 #include "proxy/server.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@ namespace {
 using acceptor = net::basic_socket_acceptor<net::generic::stream_protocol>;
 using reuse_port = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+/// Sessions parked or ended on a worker before its sweep calls malloc_trim().
+constexpr std::size_t trim_after_releases = 256;
 
 /// A worker and the listeners it accepts on.
 struct worker_thread {
@@ -133,12 +136,23 @@ net::awaitable<void> warm_pools(shared_state& shared) {
     }
 }
 
-/// Once a second on worker 0: closes idle connections past their time, keeps pools warm.
+/// Once a second on every worker: parks its idle sessions; on worker 0 also closes idle
+/// backend connections past their time and keeps pools warm (the pool is process-wide).
 net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
     for (;;) {
         timer.expires_after(std::chrono::seconds(1));
         auto [ec] = co_await timer.async_wait(use_tuple);
         if (ec || w.shared.stopping.load()) co_return;
+        const auto now = std::chrono::steady_clock::now();
+        for (auto& [id, s] : w.sessions)  // park_if_idle() only cancels: no session leaves here
+            s->park_if_idle(now);
+        if (w.released_since_trim >= trim_after_releases) {
+            // glibc keeps freed memory (coroutine frames of parked or ended sessions) in its
+            // heaps; give the free pages back, so that RSS follows the live sessions.
+            w.released_since_trim = 0;
+            ::malloc_trim(0);
+        }
+        if (w.id != 0) continue;
         if (auto n = w.shared.pool.sweep()) log::debug("closed {} idle backend connections", n);
         co_await warm_pools(w.shared);
     }
@@ -164,7 +178,7 @@ void stop_worker(worker_thread& t) {
     for (auto& [id, s] : t.w->sessions)
         live.push_back(s);
     for (auto& s : live)
-        s->cancellation().emit(net::cancellation_type::terminal);
+        s->stop();
 }
 
 /// Every client and backend connection is a descriptor: use all the kernel allows us
@@ -272,9 +286,10 @@ int run_server(const config::settings& settings, const run_options& options) {
             net::co_spawn(t.w->ctx, accept_loop(*t.w, *t.unix_socket, false, &workers),
                           log_exception);
     }
-    workers[0].sweep_timer = std::make_unique<net::steady_timer>(workers[0].w->ctx);
-    net::co_spawn(workers[0].w->ctx, sweep_loop(*workers[0].w, *workers[0].sweep_timer),
-                  log_exception);
+    for (auto& t : workers) {
+        t.sweep_timer = std::make_unique<net::steady_timer>(t.w->ctx);
+        net::co_spawn(t.w->ctx, sweep_loop(*t.w, *t.sweep_timer), log_exception);
+    }
     for (auto& t : workers)
         t.thread = std::thread([&t] {
             t.w->ctx.run();

@@ -2,6 +2,7 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
+#include <array>
 #include <cstring>
 
 #include "ha/log.hpp"
@@ -20,8 +21,9 @@ using namespace net::experimental::awaitable_operators;
 namespace sqlstate = protocol::sqlstate;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
-/// Relay buffer per direction. Frames larger than this stream through in pieces.
-constexpr std::size_t relay_buffer_size = std::size_t{64} * 1024;
+constexpr std::size_t relay_buffer_size = relay_buffers::size;
+/// Bytes read into a session's own small buffer after a wait (see client_to_backend).
+constexpr std::size_t small_read_size = 512;
 /// Largest message accepted while authenticating (PasswordMessage, SASL messages).
 constexpr std::uint32_t max_auth_message = 64 * 1024;
 
@@ -83,6 +85,8 @@ const char* to_string(session_end e) {
             return "admin shutdown";
         case session_end::internal_error:
             return "internal error";
+        case session_end::parked:
+            return "parked";
     }
     return "?";
 }
@@ -95,7 +99,8 @@ session::session(worker& w, stream client, std::uint64_t id)
       drained_(w.ctx, std::chrono::steady_clock::time_point::max()),
       link_ready_(w.ctx, std::chrono::steady_clock::time_point::max()),
       dispatch_done_(w.ctx, std::chrono::steady_clock::time_point::max()),
-      local_done_(w.ctx, std::chrono::steady_clock::time_point::max()) {}
+      local_done_(w.ctx, std::chrono::steady_clock::time_point::max()),
+      idle_timer_(w.ctx) {}
 
 net::awaitable<error_code> session::send_client(std::string_view bytes) {
     client_at_boundary_ = false;
@@ -502,8 +507,12 @@ net::awaitable<void> load_volatile_functions(shared_state& shared, ha::backend_c
     shared.volatiles.store(database, std::move(names));
 }
 
+void session::ensure_links() {
+    if (links_.empty()) links_.resize(shared_.registry.snapshot()->nodes.size());
+}
+
 net::awaitable<session_end> session::attach_backend() {
-    links_.resize(shared_.registry.snapshot()->nodes.size());
+    ensure_links();
     const auto started = std::chrono::steady_clock::now();
     net::steady_timer pause(client_.get_executor());
     int node = -1;
@@ -601,11 +610,14 @@ constexpr std::size_t max_routed_message = std::size_t{1024} * 1024;
 // forwarded. COPY data follows the unit that started the COPY.
 // https://www.postgresql.org/docs/15/protocol-message-formats.html
 net::awaitable<session_end> session::client_to_backend() {
-    std::string in(protocol::as_chars(client_reader_.pending()));
-    client_reader_.consume(in.size());
-    auto chunk = std::make_unique<char[]>(relay_buffer_size);
-    unit batch;              // the extended-protocol batch being collected
-    std::uint64_t skip = 0;  // bytes of a message still to stream to skip_node
+    std::string in = client_reader_.take_pending();
+    // The first bytes after a wait land here (in the coroutine frame, freed when the session
+    // parks): an async read into it costs no epoll_ctl, unlike async_wait, and most queries fit.
+    // More is read at once into a buffer the worker lends.
+    std::array<char, small_read_size> first{};
+    bool read_at_once = false;  // the last read filled its buffer: more is likely there
+    unit batch;                 // the extended-protocol batch being collected
+    std::uint64_t skip = 0;     // bytes of a message still to stream to skip_node
     int skip_node = -1;
     for (;;) {
         std::size_t pos = 0;
@@ -792,11 +804,7 @@ net::awaitable<session_end> session::client_to_backend() {
         }
         in.erase(0, pos);
 
-        // Read more from the client.
-        error_code ec;
-        std::size_t n = 0;
-        auto space = net::buffer(chunk.get(), relay_buffer_size);
-        // The client's waits that a timeout bounds: idle outside a transaction
+        // Read more from the client. The waits that a timeout bounds: idle outside a transaction
         // (client_idle_limit) and idle inside one (idle_in_transaction_timeout).
         const bool waiting_for_client = !in_unit_ && links_[std::size_t(active_)].queue.empty();
         std::chrono::milliseconds limit{0};
@@ -807,26 +815,54 @@ net::awaitable<session_end> session::client_to_backend() {
             limit = shared_.timeouts.idle_in_transaction;
             on_timeout = session_end::idle_in_transaction_timeout;
         }
-        if (limit.count() > 0) {
-            net::steady_timer t(client_.get_executor(), limit);
-            auto r =
-                co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
-            if (r.index() == 1) {
-                end_detail_ = on_timeout == session_end::client_idle_timeout
-                                  ? "terminating connection due to idle-session timeout"
-                                  : "terminating connection due to idle-in-transaction timeout";
-                co_return on_timeout;
+        error_code ec;
+        std::size_t n = 0;
+        if (!read_at_once) {
+            if (in.empty()) std::string().swap(in);
+            // Nothing of the client's buffered: once its answers are in and the connection
+            // released, park_if_idle() may end the relay (can_park() checks the rest).
+            client_wait_since_ = !in_unit_ && in.empty() && batch.bytes.empty() && skip == 0
+                                     ? std::chrono::steady_clock::now()
+                                     : std::chrono::steady_clock::time_point{};
+            const auto space = net::buffer(first);
+            if (limit.count() > 0) {
+                net::steady_timer t(client_.get_executor(), limit);
+                auto r =
+                    co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
+                if (r.index() == 1) {
+                    end_detail_ = on_timeout == session_end::client_idle_timeout
+                                      ? "terminating connection due to idle-session timeout"
+                                      : "terminating connection due to idle-in-transaction timeout";
+                    co_return on_timeout;
+                }
+                std::tie(ec, n) = std::get<0>(r);
+            } else {
+                std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
             }
-            std::tie(ec, n) = std::get<0>(r);
+            const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
+            if (!ec) in.append(first.data(), n);
+            read_at_once = n == first.size();
+            if (std::exchange(park_requested_, false) && is_cancelled(ec) &&
+                (co_await net::this_coro::cancellation_state).cancelled() ==
+                    net::cancellation_type::none) {
+                if (can_park()) {
+                    client_wait_since_ = waited_since;  // the idle limit counts from there
+                    co_return session_end::parked;
+                }
+                continue;  // something started meanwhile: wait again
+            }
         } else {
-            std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
+            auto buf = worker_.buffers.take();
+            std::tie(ec, n) = read_available(client_, buf.data(), relay_buffer_size);
+            if (!ec) in.append(buf.chars(), n);
+            read_at_once = n == relay_buffer_size;
+            if (ec == net::error::would_block) continue;  // that was all
         }
         if (ec) {
             if (!is_cancelled(ec)) end_detail_ = ec.message();
             co_return is_cancelled(ec) ? session_end::admin_shutdown
                                        : session_end::client_disconnected;
         }
-        in.append(chunk.get(), n);
     }
 }
 
@@ -846,7 +882,10 @@ net::awaitable<session_end> session::send_owed_lsn(backend_link& link) {
 // queries' answers are dropped on the way; ReadyForQuery, ParameterStatus and ErrorResponse are
 // looked at (transaction status, parameters to replay, FATALs).
 net::awaitable<session_end> session::backend_to_client() {
-    auto buf = std::make_unique<std::byte[]>(relay_buffer_size);
+    // Borrowed from the worker while bytes are buffered or answers are expected; an idle
+    // session waits for its backend without one.
+    relay_buffers::lease buf;
+    std::array<std::byte, small_read_size> first{};  // as in client_to_backend
     std::size_t filled = 0;
     std::uint64_t skip = 0;
     bool skip_drop = false;
@@ -863,8 +902,19 @@ net::awaitable<session_end> session::backend_to_client() {
                 co_return session_end::admin_shutdown;
             continue;
         }
-        auto [ec, n] = co_await link.conn->socket.async_read_some(
-            net::buffer(buf.get() + filled, relay_buffer_size - filled), use_tuple);
+        error_code ec;
+        std::size_t n = 0;
+        if (buf) {
+            std::tie(ec, n) = co_await link.conn->socket.async_read_some(
+                net::buffer(buf.data() + filled, relay_buffer_size - filled), use_tuple);
+        } else {
+            std::tie(ec, n) =
+                co_await link.conn->socket.async_read_some(net::buffer(first), use_tuple);
+            if (!ec) {
+                buf = worker_.buffers.take();  // filled is 0 without a buffer
+                std::memcpy(buf.data(), first.data(), n);
+            }
+        }
         if (ec) {
             if (is_cancelled(ec)) {
                 // switch_to() woke us to read another node, or the connection was dropped
@@ -914,7 +964,7 @@ net::awaitable<session_end> session::backend_to_client() {
         std::size_t pos = 0;
         std::size_t out = 0;  // bytes [0, out) are kept for the client
         auto keep = [&](std::size_t from, std::size_t len) {
-            if (out != from) std::memmove(buf.get() + out, buf.get() + from, len);
+            if (out != from) std::memmove(buf.data() + out, buf.data() + from, len);
             out += len;
         };
         while (pos < filled) {
@@ -925,7 +975,7 @@ net::awaitable<session_end> session::backend_to_client() {
                 skip -= take;
                 continue;
             }
-            protocol::byte_view rest{buf.get() + pos, filled - pos};
+            protocol::byte_view rest{buf.data() + pos, filled - pos};
             auto h = protocol::parse_frame_header(rest);
             if (h.status == protocol::frame_status::need_more) break;
             if (h.status == protocol::frame_status::malformed) {
@@ -1027,7 +1077,7 @@ net::awaitable<session_end> session::backend_to_client() {
                 co_await local_done_.async_wait(use_tuple);
             client_at_boundary_ = false;
             auto [wec, wn] =
-                co_await net::async_write(client_, net::buffer(buf.get(), out), use_tuple);
+                co_await net::async_write(client_, net::buffer(buf.data(), out), use_tuple);
             if (wec) {
                 if (!is_cancelled(wec)) end_detail_ = "write to client: " + wec.message();
                 co_return is_cancelled(wec) ? session_end::admin_shutdown
@@ -1035,10 +1085,13 @@ net::awaitable<session_end> session::backend_to_client() {
             }
             client_at_boundary_ = skip == 0 || skip_drop;
         }
-        if (pos < filled) std::memmove(buf.get(), buf.get() + pos, filled - pos);
+        if (pos < filled) std::memmove(buf.data(), buf.data() + pos, filled - pos);
         filled -= pos;
         if (link.queue.empty()) drained_.cancel();
-        if (filled == 0 && skip == 0) release_idle_links();
+        if (filled == 0 && skip == 0) {
+            if (link.queue.empty()) buf.reset();
+            release_idle_links();
+        }
     }
 }
 
@@ -1151,15 +1204,24 @@ net::awaitable<void> session::finish(session_end end) {
                   end_detail_);
 }
 
-net::awaitable<void> session::run() {
-    session_end end = session_end::internal_error;
+net::awaitable<void> session::run(step from, session_end end) {
     try {
-        end = co_await negotiate_and_authenticate();
-        if (end == session_end::client_terminated) {
-            std::tie(proxy_pid_, proxy_key_) = shared_.cancels.allocate();
-            end = co_await attach_backend();
-            if (end == session_end::client_terminated) end = co_await relay();
+        if (from == step::start) {
+            end = co_await negotiate_and_authenticate();
+            if (end == session_end::client_terminated) {
+                std::tie(proxy_pid_, proxy_key_) = shared_.cancels.allocate();
+                end = co_await attach_backend();
+            }
         }
+        if (from == step::start && end == session_end::client_terminated &&
+            client_reader_.empty() && can_park()) {
+            // Logged in without a backend connection (transaction pooling) and nothing sent yet:
+            // wait for the first query parked, without ever starting the relay.
+            client_wait_since_ = std::chrono::steady_clock::now();
+            end = session_end::parked;
+        }
+        if (from == step::resume) ensure_links();
+        if (from != step::end && end == session_end::client_terminated) end = co_await relay();
     } catch (const boost::system::system_error& e) {
         // Awaiting after a shutdown's cancellation throws operation_aborted.
         end = is_cancelled(e.code()) ? session_end::admin_shutdown : session_end::internal_error;
@@ -1169,11 +1231,110 @@ net::awaitable<void> session::run() {
         end_detail_ = e.what();
         end = session_end::internal_error;
     }
+    if (end == session_end::parked) {
+        if (!shared_.stopping.load()) {
+            park();
+            co_return;
+        }
+        end = session_end::admin_shutdown;  // stop() came while the relay was ending
+    }
     try {
         co_await net::this_coro::reset_cancellation_state();
         co_await finish(end);
     } catch (const std::exception& e) {
         log::error("s{} error while ending the session: {}", id_, e.what());
+    }
+    ended_ = true;
+}
+
+void session::spawn(step from, session_end end) {
+    net::co_spawn(worker_.ctx, run(from, end),
+                  net::bind_cancellation_slot(
+                      cancel_signal_.slot(), [self = shared_from_this()](std::exception_ptr e) {
+                          if (e) {
+                              try {
+                                  std::rethrow_exception(e);
+                              } catch (const std::exception& ex) {
+                                  log::error("s{} escaped: {}", self->id_, ex.what());
+                              }
+                          }
+                          if (e || self->ended_) {
+                              self->worker_.sessions.erase(self->id_);
+                              ++self->worker_.released_since_trim;
+                          }
+                      }));
+}
+
+void session::start() {
+    spawn(step::start);
+}
+
+void session::stop() {
+    if (!parked_) {
+        cancel_signal_.emit(net::cancellation_type::terminal);
+        return;
+    }
+    error_code ignored;
+    client_.cancel(ignored);  // unpark() sees shared_.stopping
+}
+
+bool session::can_park() const {
+    if (in_unit_ || dispatching_ || local_writing_ || client_tx_status_ != 'I') return false;
+    return std::none_of(links_.begin(), links_.end(), [](const backend_link& l) {
+        return l.conn || !l.queue.empty() || l.partial_write;
+    });
+}
+
+void session::park_if_idle(std::chrono::steady_clock::time_point now) {
+    if (parked_ || park_requested_ || client_wait_since_ == std::chrono::steady_clock::time_point{})
+        return;
+    if (now - client_wait_since_ < park_after || !can_park()) return;
+    park_requested_ = true;
+    error_code ignored;
+    client_.cancel(ignored);  // client_to_backend's wait ends with operation_aborted
+}
+
+void session::park() {
+    log::debug("s{} parked: idle between transactions without a backend connection", id_);
+    parked_ = true;
+    idle_expired_ = false;
+    ++worker_.released_since_trim;
+    // What a session between transactions without a connection keeps only for its next unit.
+    replay_.reset();
+    client_reader_.release_if_empty();
+    std::vector<router::statement_info>().swap(batch_infos_);
+    std::vector<std::string>().swap(tx_log_);
+    std::vector<session_setting>().swap(tx_settings_);
+    const auto now = std::chrono::steady_clock::now();
+    if (std::all_of(links_.begin(), links_.end(),
+                    [&](const backend_link& l) { return l.retry_after <= now; }))
+        std::vector<backend_link>().swap(links_);  // nothing but defaults: made again on resume
+    for (auto& link : links_)
+        link.queue = {};
+    client_.async_wait(net::socket_base::wait_read,
+                       [self = shared_from_this()](const error_code&) { self->unpark(); });
+    if (const auto limit = shared_.timeouts.client_idle; limit.count() > 0) {
+        idle_timer_.expires_at(client_wait_since_ + limit);
+        idle_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+            if (ec || !self->parked_) return;
+            self->idle_expired_ = true;
+            error_code ignored;
+            self->client_.cancel(ignored);
+        });
+    }
+}
+
+void session::unpark() {
+    if (!parked_) return;
+    parked_ = false;
+    idle_timer_.cancel();
+    if (shared_.stopping.load()) {
+        spawn(step::end, session_end::admin_shutdown);
+    } else if (idle_expired_) {
+        end_detail_ = "terminating connection due to idle-session timeout";
+        spawn(step::end, session_end::client_idle_timeout);
+    } else {
+        spawn(step::resume);  // a read error or EOF shows there
     }
 }
 
@@ -1181,18 +1342,7 @@ void start_session(worker& w, stream client) {
     auto id = w.shared.next_session_id.fetch_add(1, std::memory_order_relaxed);
     auto s = std::make_shared<session>(w, std::move(client), id);
     w.sessions.emplace(id, s);
-    net::co_spawn(
-        w.ctx, s->run(),
-        net::bind_cancellation_slot(s->cancellation().slot(), [&w, s](std::exception_ptr e) {
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    log::error("s{} escaped: {}", s->id(), ex.what());
-                }
-            }
-            w.sessions.erase(s->id());
-        }));
+    s->start();
 }
 
 }  // namespace pgpilot::proxy

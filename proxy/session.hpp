@@ -3,8 +3,8 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <boost/container/deque.hpp>
 
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +38,9 @@ enum class session_end {
     backend_protocol_violation,   ///< malformed message from the backend
     admin_shutdown,               ///< pgpilot is shutting down
     internal_error,               ///< a bug: logged with the exception
+    /// Not an end: the client is idle between transactions and holds no backend connection;
+    /// the session waits for it without a coroutine (session::park()).
+    parked,
 };
 
 const char* to_string(session_end);
@@ -59,7 +62,8 @@ struct backend_link {
         bool started = false;             ///< some of its answer went to the client
         bool pgpilot_sync = false;  ///< client, extended: ended by pgpilot's Sync, not the client's
     };
-    std::deque<response> queue;
+    /// boost's deque allocates nothing while empty (std::deque allocates ~600 bytes at once).
+    boost::container::deque<response> queue;
     std::size_t settings_applied = 0;  ///< entries of the session's set log run here
     bool partial_write = false;        ///< a client message was forwarded here only in part
     std::chrono::steady_clock::time_point retry_after{};  ///< after a failed connect
@@ -95,17 +99,43 @@ struct prepared_statement {
     std::string text;
 };
 
+/// A timer on a worker's io_context: 72 bytes where net::steady_timer (any executor) takes 120,
+/// which counts in every idle session.
+using worker_timer = net::basic_waitable_timer<std::chrono::steady_clock,
+                                               net::wait_traits<std::chrono::steady_clock>,
+                                               net::io_context::executor_type>;
+
 /// A client session. Owned by a shared_ptr held by its worker and its coroutine.
 class session : public std::enable_shared_from_this<session> {
   public:
     session(worker& w, stream client, std::uint64_t id);
-    /// The whole life of the session; never throws.
-    net::awaitable<void> run();
-    /// Shutdown hook: cancels whatever the session awaits, from the worker's thread.
-    net::cancellation_signal& cancellation() { return cancel_signal_; }
+    /// Starts the session's coroutine on its worker.
+    void start();
+    /// Shutdown hook, on the worker's thread: cancels whatever the session awaits.
+    void stop();
+    /// Called about once a second by the worker: a session that has waited for its client
+    /// since before `now - park_after` with nothing in flight and no backend connection parks.
+    void park_if_idle(std::chrono::steady_clock::time_point now);
     std::uint64_t id() const { return id_; }
 
   private:
+    /// Where run() begins: the whole session, the relay after a park, or its end.
+    enum class step { start, resume, end };
+    /// Runs (part of) the session's life on a new coroutine; the session leaves its worker's
+    /// map when the coroutine ends, unless it parked.
+    void spawn(step from, session_end end = session_end::client_terminated);
+    /// The session's life from `from`; never throws.
+    net::awaitable<void> run(step from, session_end end);
+    /// Nothing in flight, no backend connection: the relay may end until the client speaks.
+    bool can_park() const;
+    /// links_ has one entry per node (park() may have dropped them).
+    void ensure_links();
+    /// Frees what an idle session does not need and waits for the client with a plain handler
+    /// (an idle client then costs this object and its socket, no coroutine frames).
+    void park();
+    /// The parked wait ended: the client sent something (or closed), the idle limit passed, or
+    /// pgpilot is stopping.
+    void unpark();
     net::awaitable<session_end> negotiate_and_authenticate();
     net::awaitable<session_end> within_authentication_timeout(net::awaitable<session_end> step);
     net::awaitable<session_end> negotiate();
@@ -202,7 +232,8 @@ class session : public std::enable_shared_from_this<session> {
     std::uint32_t proxy_pid_ = 0;
     std::uint32_t proxy_key_ = 0;
 
-    /// One connection per node the session uses, by node id; connected on first use.
+    /// One connection per node the session uses, by node id; connected on first use. Empty
+    /// while parked with nothing worth keeping (see ensure_links()).
     std::vector<backend_link> links_;
     int active_ = -1;   ///< the node the last unit went to; its responses are being relayed
     int reading_ = -1;  ///< the node backend_to_client reads from (active_ once at a boundary)
@@ -229,22 +260,22 @@ class session : public std::enable_shared_from_this<session> {
     std::unordered_map<std::string, prepared_statement> prepared_;
 
     /// Wakes client_to_backend when the active node's responses have all reached the client.
-    net::steady_timer drained_;
+    worker_timer drained_;
     /// Wakes backend_to_client when it waits for the active node's connection (lost while
     /// idle) to be replaced.
-    net::steady_timer link_ready_;
+    worker_timer link_ready_;
     bool cancel_target_stale_ = false;  ///< the active node's connection was replaced
     bool superuser_ = false;            ///< the backend said is_superuser = on
     /// dispatch() is running (the relay's reader may run one too, to retry a read): one at a
     /// time, the other waits for dispatch_done_.
     bool dispatching_ = false;
-    net::steady_timer dispatch_done_;
+    worker_timer dispatch_done_;
     /// The last unit, while it is a read a standby runs outside a transaction: if that
     /// connection breaks before any of its answer reached the client, it runs elsewhere.
     struct unit_copy;
     std::unique_ptr<unit_copy> replay_;
     bool local_writing_ = false;  ///< client_to_backend writes a local answer to the client
-    net::steady_timer local_done_;
+    worker_timer local_done_;
 
     // Relay state.
     bool in_unit_ = false;  ///< an extended-protocol batch is open (no Sync yet)
@@ -256,6 +287,17 @@ class session : public std::enable_shared_from_this<session> {
     std::string end_detail_;           ///< human text for the log / client error
     bool holds_slot_ = false;          ///< holds one of max_client_connections
     bool backend_sent_fatal_ = false;  ///< a backend told the client FATAL itself
+
+    // Parking (idle clients without a coroutine).
+    /// While client_to_backend waits for the client with nothing of it buffered, and while
+    /// parked: since when (the epoch otherwise).
+    std::chrono::steady_clock::time_point client_wait_since_{};
+    bool park_requested_ = false;  ///< park_if_idle() cancelled the client wait to park
+    bool parked_ = false;          ///< waiting in park(): no coroutine runs
+    bool idle_expired_ = false;    ///< parked longer than client_idle_limit
+    bool ended_ = false;           ///< finish() ran: the session leaves its worker
+    /// client_idle_limit while parked.
+    worker_timer idle_timer_;
 };
 
 /// One routing unit of client traffic: a Query, a FunctionCall, or an extended-protocol batch
@@ -297,5 +339,9 @@ struct session::unit_copy {
 
 /// Starts a session on a worker (the socket's executor must be the worker's).
 void start_session(worker& w, stream client);
+
+/// How long a client waits between transactions, without a backend connection, before its
+/// session parks (frees its coroutines; see session::park()).
+inline constexpr std::chrono::seconds park_after{1};
 
 }  // namespace pgpilot::proxy
