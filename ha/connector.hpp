@@ -27,6 +27,9 @@ struct node_address {
 struct backend_connection {
     explicit backend_connection(const net::any_io_executor& ex) : socket(ex) {}
     stream socket;
+    /// The socket's protocol, once the proxy moved it between event loops (re-wrapping the
+    /// descriptor needs it; asking the kernel each time costs a system call).
+    std::optional<stream::protocol_type> protocol;
     int node = -1;
     node_address address;
     std::uint32_t pid = 0;  ///< the backend's process id and cancel key (BackendKeyData)
