@@ -83,9 +83,9 @@ def parse_args(argv=None):
                         help="clients in flight at once (handshake, and SELECT 1 with the queried pattern)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds between the last client going idle and the RSS reading; enough for "
-                             "pgpilot to park the idle transaction-mode sessions (its sweep runs once a "
-                             "second and parks sessions idle for at least 1 s, freeing their coroutines) "
-                             "and give the freed heap pages back (malloc_trim on the next sweep)")
+                             "pgpilot to park the idle transaction-mode sessions (every 100 ms it parks "
+                             "sessions idle for at least 100 ms, freeing their coroutines) and give the "
+                             "freed heap pages back (malloc_trim, at most once a second)")
     parser.add_argument("--probe", type=int, default=20, help="held clients that run SELECT 1 afterwards")
     parser.add_argument("--workers", type=int, default=2, help="pgpilot [server] workers")
     parser.add_argument("--connect-timeout", type=float, default=60,
@@ -391,9 +391,9 @@ def report(args, results, meta):
         "`SELECT 1` and left (so one server connection is open and the process has served a "
         f"client), 1 s later. After: {args.settle:g} s after the last client went idle (its handshake, "
         "or its `SELECT 1`, done), with every client still connected: pgpilot parks a "
-        "transaction-mode session idle for at least 1 s (a sweep once a second frees the session's "
-        "coroutines) and gives freed heap pages back with malloc_trim on the next sweep, so the "
-        "reading comes after that. Per client = (after - before) / clients held. RssAnon is the "
+        "transaction-mode session idle for at least 100 ms (looking every 100 ms; parking frees "
+        "the session's coroutines) and gives freed heap pages back with malloc_trim at most once a "
+        "second, so the reading comes after that. Per client = (after - before) / clients held. RssAnon is the "
         "anonymous (heap, stacks) part of VmRSS.",
         f"- Probes: `SELECT 1` on {args.probe} held clients spread over the set after the reading; "
         "\"closed by the pooler\" counts held clients whose connection the pooler had closed.",

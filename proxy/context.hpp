@@ -14,6 +14,7 @@
 #include "ha/registry.hpp"
 #include "proxy/cancel_map.hpp"
 #include "proxy/client_slots.hpp"
+#include "proxy/handler_memory.hpp"
 #include "proxy/pool.hpp"
 #include "proxy/relay_buffers.hpp"
 #include "router/balance.hpp"
@@ -92,8 +93,10 @@ struct shared_state {
 /// One event-loop thread: its io_context and its sessions.
 struct worker {
     explicit worker(shared_state& s, unsigned index) : shared(s), id(index) {}
-    /// First, so destroyed last: sessions' coroutines (in ctx) hold leases on it.
+    /// First, so destroyed last: sessions' coroutines (in ctx) hold leases on them.
     relay_buffers buffers;
+    /// Parked sessions' pending waits (see block_pool).
+    block_pool parked_ops;
     net::io_context ctx{1};
     shared_state& shared;
     unsigned id;

@@ -28,7 +28,8 @@ struct worker_thread {
     std::unique_ptr<worker> w;
     std::vector<std::unique_ptr<acceptor>> tcp;
     std::unique_ptr<acceptor> unix_socket;  ///< only on worker 0; hands connections round-robin
-    std::unique_ptr<net::steady_timer> sweep_timer;
+    std::unique_ptr<net::steady_timer> sweep_timer;  ///< only on worker 0
+    std::unique_ptr<net::steady_timer> park_timer;
     std::thread thread;
     std::promise<void> done;  ///< set when the worker's event loop has run out
 };
@@ -143,18 +144,30 @@ net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
         timer.expires_after(std::chrono::seconds(1));
         auto [ec] = co_await timer.async_wait(use_tuple);
         if (ec || w.shared.stopping.load()) co_return;
+        if (auto n = w.shared.pool.sweep()) log::debug("closed {} idle backend connections", n);
+        co_await warm_pools(w.shared);
+    }
+}
+
+/// Every park_after on every worker: parks its idle sessions; at most once a second, after
+/// enough sessions parked or ended, gives free heap pages back.
+net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
+    auto last_trim = std::chrono::steady_clock::now();
+    for (;;) {
+        timer.expires_after(park_after);
+        auto [ec] = co_await timer.async_wait(use_tuple);
+        if (ec || w.shared.stopping.load()) co_return;
         const auto now = std::chrono::steady_clock::now();
         for (auto& [id, s] : w.sessions)  // park_if_idle() only cancels: no session leaves here
             s->park_if_idle(now);
-        if (w.released_since_trim >= trim_after_releases) {
+        if (w.released_since_trim >= trim_after_releases &&
+            now - last_trim >= std::chrono::seconds(1)) {
             // glibc keeps freed memory (coroutine frames of parked or ended sessions) in its
             // heaps; give the free pages back, so that RSS follows the live sessions.
             w.released_since_trim = 0;
+            last_trim = now;
             ::malloc_trim(0);
         }
-        if (w.id != 0) continue;
-        if (auto n = w.shared.pool.sweep()) log::debug("closed {} idle backend connections", n);
-        co_await warm_pools(w.shared);
     }
 }
 
@@ -173,6 +186,7 @@ void stop_worker(worker_thread& t) {
         a->close(ec);
     if (t.unix_socket) t.unix_socket->close(ec);
     if (t.sweep_timer) t.sweep_timer->cancel();
+    if (t.park_timer) t.park_timer->cancel();
     // Copy: a session may end (and leave the map) while we signal the others.
     std::vector<std::shared_ptr<session>> live;
     for (auto& [id, s] : t.w->sessions)
@@ -286,9 +300,12 @@ int run_server(const config::settings& settings, const run_options& options) {
             net::co_spawn(t.w->ctx, accept_loop(*t.w, *t.unix_socket, false, &workers),
                           log_exception);
     }
+    workers[0].sweep_timer = std::make_unique<net::steady_timer>(workers[0].w->ctx);
+    net::co_spawn(workers[0].w->ctx, sweep_loop(*workers[0].w, *workers[0].sweep_timer),
+                  log_exception);
     for (auto& t : workers) {
-        t.sweep_timer = std::make_unique<net::steady_timer>(t.w->ctx);
-        net::co_spawn(t.w->ctx, sweep_loop(*t.w, *t.sweep_timer), log_exception);
+        t.park_timer = std::make_unique<net::steady_timer>(t.w->ctx);
+        net::co_spawn(t.w->ctx, park_loop(*t.w, *t.park_timer), log_exception);
     }
     for (auto& t : workers)
         t.thread = std::thread([&t] {

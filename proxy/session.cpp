@@ -1311,16 +1311,20 @@ void session::park() {
         std::vector<backend_link>().swap(links_);  // nothing but defaults: made again on resume
     for (auto& link : links_)
         link.queue = {};
+    const auto memory = worker_.parked_ops.get_allocator();
     client_.async_wait(net::socket_base::wait_read,
-                       [self = shared_from_this()](const error_code&) { self->unpark(); });
+                       net::bind_allocator(memory, [self = shared_from_this()](const error_code&) {
+                           self->unpark();
+                       }));
     if (const auto limit = shared_.timeouts.client_idle; limit.count() > 0) {
         idle_timer_.expires_at(client_wait_since_ + limit);
-        idle_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
-            if (ec || !self->parked_) return;
-            self->idle_expired_ = true;
-            error_code ignored;
-            self->client_.cancel(ignored);
-        });
+        idle_timer_.async_wait(
+            net::bind_allocator(memory, [self = shared_from_this()](const error_code& ec) {
+                if (ec || !self->parked_) return;
+                self->idle_expired_ = true;
+                error_code ignored;
+                self->client_.cancel(ignored);
+            }));
     }
 }
 

@@ -113,7 +113,7 @@ class session : public std::enable_shared_from_this<session> {
     void start();
     /// Shutdown hook, on the worker's thread: cancels whatever the session awaits.
     void stop();
-    /// Called about once a second by the worker: a session that has waited for its client
+    /// Called every park_after by the worker: a session that has waited for its client
     /// since before `now - park_after` with nothing in flight and no backend connection parks.
     void park_if_idle(std::chrono::steady_clock::time_point now);
     std::uint64_t id() const { return id_; }
@@ -341,7 +341,11 @@ struct session::unit_copy {
 void start_session(worker& w, stream client);
 
 /// How long a client waits between transactions, without a backend connection, before its
-/// session parks (frees its coroutines; see session::park()).
-inline constexpr std::chrono::seconds park_after{1};
+/// session parks (frees its coroutines; see session::park()); also how often each worker
+/// looks. Short, so that few sessions hold coroutine frames at once (frames that live long
+/// get interleaved with other sessions' long-lived objects, and their pages cannot go back
+/// to the system when they are freed); long against the gaps between a busy client's
+/// transactions, which do not park.
+inline constexpr std::chrono::milliseconds park_after{100};
 
 }  // namespace pgpilot::proxy
