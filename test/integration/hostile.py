@@ -245,14 +245,38 @@ def write_script(workdir, text, name="select1.sql"):
 
 # --------------------------------------------------------------------------- the primary's view
 
+_monitors = {}  # (host, port) -> harness.Connection kept open for backend_rows()
+
+
+def _query_node(node, sql):
+    """Rows of `sql` on `node` over a libpq connection kept open between calls. (psql, three
+    processes a sample, took seconds on a busy machine: longer than the tests' waits.)"""
+    key = (node["host"], node["port"])
+    for attempt in (1, 2):
+        try:
+            conn = _monitors.get(key)
+            if conn is None:
+                conn = _monitors[key] = harness.Connection(
+                    node["port"], host=node["host"], db="postgres",
+                    application_name="pgpilot_itest_monitor")
+            return conn.query(sql)
+        except harness.PgError:
+            stale = _monitors.pop(key, None)  # the node restarted: connect again, once
+            if stale is not None:
+                stale.close()
+            if attempt == 2:
+                raise
+    return []
+
+
 def backend_rows(cluster, application_name, columns="pid, state, left(query, 60)"):
     """[(pid, state, query)] of the backends with this application_name on every node (with
-    load balancing a session's reads run on a standby)."""
+    load balancing a session's reads run on a standby); NULL reads as ''."""
     rows = []
     for node in cluster.nodes:
-        out = cluster.psql(node, f"SELECT {columns} FROM pg_stat_activity "
-                                 f"WHERE application_name = '{application_name}'")
-        rows += [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
+        out = _query_node(node, f"SELECT {columns} FROM pg_stat_activity "
+                                f"WHERE application_name = '{application_name}'")
+        rows += [tuple("" if v is None else v for v in row) for row in out]
     return rows
 
 
