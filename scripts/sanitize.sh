@@ -37,9 +37,10 @@ done
 # every worker and written by the HA thread (health, failover, control, replication_check,
 # routing), the client and pool budgets shared by the workers (limits, pooling, pool_limits), and
 # transaction pooling, where the cancel map entry of a session changes with every transaction's
-# backend connection (transaction_pooling).
+# backend connection (transaction_pooling), and sessions parking and waking on their workers
+# while shutdown and idle limits reach them (idle_clients).
 tsan_suites=(cancel health failover control replication_check routing limits pooling
-             transaction_pooling pool_limits)
+             transaction_pooling pool_limits idle_clients)
 # Left out under TSan: 2,000 clients at once took 525 s there on the busy 2-core VM, every client
 # failed, and the shared test cluster came out of it with a standby promoted (pgpilot's log ended
 # in "no primary node is available"), which failed every later test. ASan and the normal build
