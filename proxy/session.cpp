@@ -763,9 +763,10 @@ net::awaitable<session_end> session::client_to_backend() {
             if (h.tag == 'P' && whole) {
                 if (auto parsed = protocol::parse_parse(body)) {
                     m.name = parsed->name;
-                    batch.parsed.emplace_back(std::string(parsed->name),
-                                              router::classify_one(parsed->query, policy()),
-                                              std::string(parsed->query));
+                    // Braces: clang 14 (clang-tidy) has no parenthesised aggregate init.
+                    batch.parsed.push_back(unit::parse{
+                        std::string(parsed->name), router::classify_one(parsed->query, policy()),
+                        std::string(parsed->query)});
                 } else {
                     batch.unclassified = true;
                 }
