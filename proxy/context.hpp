@@ -102,8 +102,15 @@ struct worker {
     unsigned id;
     /// Live sessions, so shutdown can reach them; only touched on this worker's thread.
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
-    /// Sessions parked or ended since the sweep last gave free heap pages back to the system.
+    /// Sessions parked or ended since free heap pages were last given back to the system, and
+    /// when the last of them did (see park_loop in server.cpp).
     std::size_t released_since_trim = 0;
+    std::chrono::steady_clock::time_point last_release{};
+    /// Counts a session that parked or ended.
+    void released() {
+        ++released_since_trim;
+        last_release = std::chrono::steady_clock::now();
+    }
 };
 
 }  // namespace pgpilot::proxy

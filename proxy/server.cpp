@@ -160,10 +160,13 @@ net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
         const auto now = std::chrono::steady_clock::now();
         for (auto& [id, s] : w.sessions)  // park_if_idle() only cancels: no session leaves here
             s->park_if_idle(now);
-        if (w.released_since_trim >= trim_after_releases &&
-            now - last_trim >= std::chrono::seconds(1)) {
-            // glibc keeps freed memory (coroutine frames of parked or ended sessions) in its
-            // heaps; give the free pages back, so that RSS follows the live sessions.
+        // glibc keeps freed memory (coroutine frames of parked or ended sessions) in its heaps;
+        // give the free pages back, so that RSS follows the live sessions: at most once a
+        // second while many come and go, and once when they stopped for a second.
+        const bool many = w.released_since_trim >= trim_after_releases;
+        const bool calm =
+            w.released_since_trim > 0 && now - w.last_release >= std::chrono::seconds(1);
+        if ((many || calm) && now - last_trim >= std::chrono::seconds(1)) {
             w.released_since_trim = 0;
             last_trim = now;
             ::malloc_trim(0);

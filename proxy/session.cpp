@@ -1261,7 +1261,7 @@ void session::spawn(step from, session_end end) {
                           }
                           if (e || self->ended_) {
                               self->worker_.sessions.erase(self->id_);
-                              ++self->worker_.released_since_trim;
+                              self->worker_.released();
                           }
                       }));
 }
@@ -1299,7 +1299,7 @@ void session::park() {
     log::debug("s{} parked: idle between transactions without a backend connection", id_);
     parked_ = true;
     idle_expired_ = false;
-    ++worker_.released_since_trim;
+    worker_.released();
     // What a session between transactions without a connection keeps only for its next unit.
     replay_.reset();
     client_reader_.release_if_empty();

@@ -207,6 +207,9 @@ def slowloris_wave(px, fig, configurable):
     fds = hostile.wait_fds_at_most(fig.pid, fds_start + FD_SLACK, SETTLE_S)
     check(fds <= fds_start + FD_SLACK, f"pgpilot still has {fds} fds after the idle "
                                        f"connections closed ({fds_start} before)")
+    # pgpilot gives freed heap pages back once sessions have stopped ending for a second
+    # (docs/pooling.md, "Idle clients"): read RSS after that, in both waves alike.
+    time.sleep(1.5)
     return hostile.settle_rss(fig.pid, 1.0)
 
 
