@@ -49,8 +49,7 @@ class frame_reader {
 };
 
 /// Reads what has arrived on `s` without waiting: (would_block, 0) when nothing has, (eof, 0)
-/// when the peer closed. For a reader that waits for readability first (async_wait) and so
-/// needs no buffer while nothing arrives.
+/// when the peer closed. For a reader that borrows its buffer only while bytes keep coming.
 std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size);
 
 /// Writes all of `data`; errors come back as values.

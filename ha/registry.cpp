@@ -275,28 +275,36 @@ void node_registry::stop() {
 // ---------------------------------------------------------------------------------------------
 // Health
 
-net::awaitable<void> node_registry::detect() {
-    // Every node at once: one that does not answer must not delay finding the others.
+net::awaitable<std::vector<std::optional<node_registry::probe_result>>>
+node_registry::check_at_once(std::vector<int> ids) {
     using op = decltype(net::co_spawn(ctx_, check_health(0, 1), net::deferred));
     std::vector<op> ops;
-    std::vector<int> ids;
-    for (const auto& n : nodes_) {
-        if (n.status == router::node_status::down) continue;
-        ops.push_back(net::co_spawn(ctx_, check_health(n.id, 1), net::deferred));
-        ids.push_back(n.id);
-    }
-    if (ops.empty()) co_return;
+    for (int id : ids)
+        ops.push_back(net::co_spawn(ctx_, check_health(id, 1), net::deferred));
+    std::vector<std::optional<probe_result>> out(ids.size());
+    if (ops.empty()) co_return out;
     auto [order, errors, results] =
         co_await net::experimental::make_parallel_group(std::move(ops))
             .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
     (void)order;
     for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (errors[i]) {
+        if (errors[i])
             log_exception("health check", errors[i]);
-            continue;
-        }
-        apply_health(ids[i], results[i]);
+        else
+            out[i] = std::move(results[i]);
     }
+    co_return out;
+}
+
+net::awaitable<void> node_registry::detect() {
+    // Every node at once: one that does not answer must not delay finding the others.
+    std::vector<int> ids;
+    for (const auto& n : nodes_)
+        if (n.status != router::node_status::down) ids.push_back(n.id);
+    if (ids.empty()) co_return;
+    auto results = co_await check_at_once(ids);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        if (results[i]) apply_health(ids[i], *results[i]);
     save_status_file();
     publish();
 }
@@ -371,22 +379,14 @@ net::awaitable<node_registry::probe_result> node_registry::confirm_timeout(int i
                                                                            probe_result first) {
     // A timeout alone does not tell a dead node from a starved pgpilot (CPU, network) or a
     // passing stall. The node is checked again, and so is every other node, at once.
-    using op = decltype(net::co_spawn(ctx_, check_health(0, 1), net::deferred));
-    std::vector<op> ops;
-    ops.push_back(net::co_spawn(ctx_, check_health(id, 1), net::deferred));
-    for (const auto& n : nodes_) {
-        if (n.id == id || n.status == router::node_status::down) continue;
-        ops.push_back(net::co_spawn(ctx_, check_health(n.id, 1), net::deferred));
-    }
-    if (ops.size() == 1) co_return first;  // nobody to compare with: the timeout stands
-    auto [order, errors, results] =
-        co_await net::experimental::make_parallel_group(std::move(ops))
-            .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
-    (void)order;
-    if (!errors[0] && results[0].ok) co_return std::move(results[0]);  // it answers now
-    bool another = false;
-    for (std::size_t i = 1; i < results.size(); ++i)
-        another = another || (!errors[i] && results[i].ok);
+    std::vector<int> ids{id};
+    for (const auto& n : nodes_)
+        if (n.id != id && n.status != router::node_status::down) ids.push_back(n.id);
+    if (ids.size() == 1) co_return first;  // nobody to compare with: the timeout stands
+    auto results = co_await check_at_once(ids);
+    if (results[0] && results[0]->ok) co_return std::move(*results[0]);  // it answers now
+    const bool another =
+        std::any_of(results.begin() + 1, results.end(), [](const auto& r) { return r && r->ok; });
     if (!another) {
         // Nobody answers: failing this node would help nobody (there is nothing to fail over
         // to), and most likely nothing is wrong with the nodes.

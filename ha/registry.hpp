@@ -7,6 +7,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,8 @@ class node_registry {
     // Health.
     net::awaitable<void> health_loop(int id);
     net::awaitable<probe_result> check_health(int id, int attempts);
+    /// One attempt on each of `ids`, all at once; an attempt that threw is logged and nullopt.
+    net::awaitable<std::vector<std::optional<probe_result>>> check_at_once(std::vector<int> ids);
     /// After a health check of `id` timed out: checks it again together with every other node
     /// that is not down (all at once); the timeout stands only if `id` fails again while
     /// another node answers. Returns the result to apply.

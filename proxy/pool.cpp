@@ -295,11 +295,11 @@ void backend_pool::put(const std::string& key, std::unique_ptr<ha::backend_conne
             auto& queue = waiters_[std::size_t(g.node)];
             auto it =
                 std::find_if(queue.begin(), queue.end(), [&](const auto& w) { return w->g == &g; });
-            if (it != queue.end() && (*it)->timer.get_executor() != conn->socket.get_executor()) {
+            const auto here = conn->socket.get_executor();  // the releasing worker
+            if (it != queue.end() && (*it)->timer.get_executor() != here) {
                 const auto limit = (*it)->since + same_worker_preference;
                 for (auto l = std::next(it); l != queue.end() && (*l)->since <= limit; ++l) {
-                    if ((*l)->g == &g &&
-                        (*l)->timer.get_executor() == conn->socket.get_executor()) {
+                    if ((*l)->g == &g && (*l)->timer.get_executor() == here) {
                         it = l;
                         break;
                     }

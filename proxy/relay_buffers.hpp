@@ -59,7 +59,6 @@ class relay_buffers {
         spare_.pop_back();
         return l;
     }
-    std::size_t spare() const { return spare_.size(); }
 
   private:
     void give_back(std::unique_ptr<std::byte[]> buf) noexcept {

@@ -20,7 +20,8 @@ namespace {
 using acceptor = net::basic_socket_acceptor<net::generic::stream_protocol>;
 using reuse_port = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-/// Sessions parked or ended on a worker before its sweep calls malloc_trim().
+/// Sessions parked or ended on a worker that make its park loop call malloc_trim() at once (at
+/// most once a second) rather than after a calm second.
 constexpr std::size_t trim_after_releases = 256;
 
 /// A worker and the listeners it accepts on.
@@ -137,8 +138,8 @@ net::awaitable<void> warm_pools(shared_state& shared) {
     }
 }
 
-/// Once a second on every worker: parks its idle sessions; on worker 0 also closes idle
-/// backend connections past their time and keeps pools warm (the pool is process-wide).
+/// Once a second on worker 0 (the pool is process-wide): closes idle backend connections past
+/// their time, keeps pools warm.
 net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
     for (;;) {
         timer.expires_after(std::chrono::seconds(1));
@@ -149,8 +150,8 @@ net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
     }
 }
 
-/// Every park_after on every worker: parks its idle sessions; at most once a second, after
-/// enough sessions parked or ended, gives free heap pages back.
+/// Every park_after on every worker: parks its idle sessions; after sessions parked or ended,
+/// gives free heap pages back (at most once a second).
 net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
     auto last_trim = std::chrono::steady_clock::now();
     for (;;) {

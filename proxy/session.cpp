@@ -24,6 +24,8 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t relay_buffer_size = relay_buffers::size;
 /// Bytes read into a session's own small buffer after a wait (see client_to_backend).
 constexpr std::size_t small_read_size = 512;
+/// client_idle_limit's FATAL (57P05), as PostgreSQL words its idle_session_timeout.
+constexpr const char* idle_session_text = "terminating connection due to idle-session timeout";
 /// Largest message accepted while authenticating (PasswordMessage, SASL messages).
 constexpr std::uint32_t max_auth_message = 64 * 1024;
 
@@ -832,7 +834,7 @@ net::awaitable<session_end> session::client_to_backend() {
                     co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
                 if (r.index() == 1) {
                     end_detail_ = on_timeout == session_end::client_idle_timeout
-                                      ? "terminating connection due to idle-session timeout"
+                                      ? idle_session_text
                                       : "terminating connection due to idle-in-transaction timeout";
                     co_return on_timeout;
                 }
@@ -1336,7 +1338,7 @@ void session::unpark() {
     if (shared_.stopping.load()) {
         spawn(step::end, session_end::admin_shutdown);
     } else if (idle_expired_) {
-        end_detail_ = "terminating connection due to idle-session timeout";
+        end_detail_ = idle_session_text;
         spawn(step::end, session_end::client_idle_timeout);
     } else {
         spawn(step::resume);  // a read error or EOF shows there
