@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <tuple>
 
 namespace pgpilot {
 
@@ -60,9 +61,23 @@ std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::si
     }
 }
 
+std::pair<error_code, std::size_t> write_available(stream& s, const void* data, std::size_t size) {
+    for (;;) {
+        const ssize_t n = ::send(s.native_handle(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) return {error_code{}, std::size_t(n)};
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return {net::error::would_block, 0};
+        return {error_code(errno, boost::system::system_category()), 0};
+    }
+}
+
 net::awaitable<error_code> write_all(stream& s, std::string_view data) {
-    auto [ec, n] = co_await net::async_write(s, net::buffer(data), use_tuple);
-    (void)n;
+    // What the socket takes now goes at once, without a trip through the event loop (most
+    // writes: the socket buffer has room); the rest waits for room.
+    auto [ec, n] = write_available(s, data.data(), data.size());
+    if (ec == net::error::would_block) ec = {};
+    if (ec || n == data.size()) co_return ec;
+    std::tie(ec, n) = co_await net::async_write(s, net::buffer(data.substr(n)), use_tuple);
     co_return ec;
 }
 

@@ -52,7 +52,12 @@ class frame_reader {
 /// when the peer closed. For a reader that borrows its buffer only while bytes keep coming.
 std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size);
 
-/// Writes all of `data`; errors come back as values.
+/// Sends what `s` takes now without waiting: (would_block, 0) when it takes nothing. The
+/// caller makes sure no asynchronous write on `s` is under way (the bytes would interleave).
+std::pair<error_code, std::size_t> write_available(stream& s, const void* data, std::size_t size);
+
+/// Writes all of `data`, at once when the socket has room (see write_available()); errors
+/// come back as values.
 net::awaitable<error_code> write_all(stream& s, std::string_view data);
 
 }  // namespace pgpilot

@@ -796,7 +796,7 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
         std::string out = u.bytes;
         if (link.lsn_owed == backend_link::deferred_lsn::after_copy_sync)
             append_lsn_query(link, out, true);
-        auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+        auto ec = co_await write_all(link.conn->socket, out);
         if (ec) {
             end_detail_ = "write to backend: " + ec.message();
             co_return session_end::backend_disconnected;
@@ -926,7 +926,7 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
         }
     }
     keep_for_replay(u, node);
-    auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+    auto ec = co_await write_all(link.conn->socket, out);
     if (ec) {
         if (ec == net::error::operation_aborted) co_return session_end::admin_shutdown;
         end_detail_ = "write to backend: " + ec.message();

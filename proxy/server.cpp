@@ -150,8 +150,9 @@ net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
     }
 }
 
-/// Every park_after on every worker: parks its idle sessions; after sessions parked or ended,
-/// gives free heap pages back (at most once a second).
+/// Every park_after on every worker: ends logins past authentication_timeout, parks idle
+/// sessions (session::tick); after sessions parked or ended, gives free heap pages back (at
+/// most once a second).
 net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
     auto last_trim = std::chrono::steady_clock::now();
     for (;;) {
@@ -159,8 +160,8 @@ net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
         auto [ec] = co_await timer.async_wait(use_tuple);
         if (ec || w.shared.stopping.load()) co_return;
         const auto now = std::chrono::steady_clock::now();
-        for (auto& [id, s] : w.sessions)  // park_if_idle() only cancels: no session leaves here
-            s->park_if_idle(now);
+        for (auto& [id, s] : w.sessions)  // tick() only cancels: no session leaves here
+            s->tick(now);
         // glibc keeps freed memory (coroutine frames of parked or ended sessions) in its heaps;
         // give the free pages back, so that RSS follows the live sessions: at most once a
         // second while many come and go, and once when they stopped for a second.

@@ -106,7 +106,14 @@ session::session(worker& w, stream client, std::uint64_t id)
 
 net::awaitable<error_code> session::send_client(std::string_view bytes) {
     client_at_boundary_ = false;
-    auto ec = co_await write_all(client_, bytes);
+    error_code ec;
+    if (owed_client_.empty()) {
+        ec = co_await write_all(client_, bytes);
+    } else {
+        owed_client_.append(bytes);
+        ec = co_await write_all(client_, owed_client_);
+        std::string().swap(owed_client_);
+    }
     if (!ec) client_at_boundary_ = true;
     co_return ec;
 }
@@ -122,13 +129,16 @@ net::awaitable<void> session::send_fatal(std::string_view code, std::string mess
 
 net::awaitable<session_end> session::within_authentication_timeout(
     net::awaitable<session_end> step) {
-    if (shared_.timeouts.authentication.count() == 0) co_return co_await std::move(step);
-    net::steady_timer timer(client_.get_executor(), shared_.timeouts.authentication);
-    auto r = co_await (std::move(step) || timer.async_wait(use_tuple));
-    if (r.index() == 0) co_return std::get<0>(r);
-    // PostgreSQL closes such a connection without a message (authentication_timeout).
-    end_detail_ = "no startup and authentication within the timeout";
-    co_return session_end::authentication_timeout;
+    const auto limit = shared_.timeouts.authentication;
+    if (limit.count() > 0) login_deadline_ = std::chrono::steady_clock::now() + limit;
+    auto end = co_await std::move(step);
+    login_deadline_ = {};
+    if (login_expired_) {
+        // PostgreSQL closes such a connection without a message (authentication_timeout).
+        end_detail_ = "no startup and authentication within the timeout";
+        co_return session_end::authentication_timeout;
+    }
+    co_return end;
 }
 
 net::awaitable<session_end> session::negotiate_and_authenticate() {
@@ -265,9 +275,14 @@ net::awaitable<session_end> session::authenticate() {
             co_await send_fatal(auth.failure_sqlstate(), step.error);
             co_return session_end::authentication_failed;
         }
+        if (step.k == kind::send_and_done_ok) {
+            // AuthenticationOk goes out with the greeting (attach_backend()): one write, and
+            // one wake-up of the client instead of two.
+            owed_client_ = std::move(step.to_send);
+            break;
+        }
         if (auto ec = co_await send_client(step.to_send))
             co_return session_end::client_disconnected;
-        if (step.k == kind::send_and_done_ok) break;
         protocol::whole_frame f;
         if (auto ec = co_await client_reader_.read_frame(client_, f, max_auth_message)) {
             if (ec == boost::system::errc::bad_message) {
@@ -632,8 +647,8 @@ net::awaitable<session_end> session::client_to_backend() {
                     continue;
                 }
                 auto& link = links_[std::size_t(skip_node)];
-                auto [ec, n] = co_await net::async_write(
-                    link.conn->socket, net::buffer(in.data() + pos, take), use_tuple);
+                auto ec =
+                    co_await write_all(link.conn->socket, std::string_view(in).substr(pos, take));
                 if (ec) {
                     if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
                     co_return is_cancelled(ec) ? session_end::admin_shutdown
@@ -681,8 +696,7 @@ net::awaitable<session_end> session::client_to_backend() {
                     skip_node = -1;
                     continue;
                 }
-                auto [ec, n] =
-                    co_await net::async_write(link.conn->socket, net::buffer(frame), use_tuple);
+                auto ec = co_await write_all(link.conn->socket, frame);
                 if (ec) {
                     if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
                     co_return is_cancelled(ec) ? session_end::admin_shutdown
@@ -823,7 +837,7 @@ net::awaitable<session_end> session::client_to_backend() {
         if (!read_at_once) {
             if (in.empty()) std::string().swap(in);
             // Nothing of the client's buffered: once its answers are in and the connection
-            // released, park_if_idle() may end the relay (can_park() checks the rest).
+            // released, tick() may end the relay (can_park() checks the rest).
             client_wait_since_ = !in_unit_ && in.empty() && batch.bytes.empty() && skip == 0
                                      ? std::chrono::steady_clock::now()
                                      : std::chrono::steady_clock::time_point{};
@@ -872,7 +886,7 @@ net::awaitable<session_end> session::client_to_backend() {
 net::awaitable<session_end> session::send_owed_lsn(backend_link& link) {
     std::string out;
     append_lsn_query(link, out, true);
-    auto [ec, n] = co_await net::async_write(link.conn->socket, net::buffer(out), use_tuple);
+    auto ec = co_await write_all(link.conn->socket, out);
     if (ec) {
         if (!is_cancelled(ec)) end_detail_ = "write to backend: " + ec.message();
         co_return is_cancelled(ec) ? session_end::admin_shutdown
@@ -1079,8 +1093,7 @@ net::awaitable<session_end> session::backend_to_client() {
             while (local_writing_)
                 co_await local_done_.async_wait(use_tuple);
             client_at_boundary_ = false;
-            auto [wec, wn] =
-                co_await net::async_write(client_, net::buffer(buf.data(), out), use_tuple);
+            auto wec = co_await write_all(client_, std::string_view(buf.chars(), out));
             if (wec) {
                 if (!is_cancelled(wec)) end_detail_ = "write to client: " + wec.message();
                 co_return is_cancelled(wec) ? session_end::admin_shutdown
@@ -1155,12 +1168,11 @@ net::awaitable<void> session::finish(session_end end) {
     }
     if (tell && client_at_boundary_ && client_.is_open()) {
         net::steady_timer t(client_.get_executor(), shared_.timeouts.goodbye);
-        const std::string frame = error_message("FATAL", tell->first, tell->second);
+        const std::string frame = owed_client_ + error_message("FATAL", tell->first, tell->second);
         co_await (write_all(client_, frame) || t.async_wait(use_tuple));
     }
     error_code ignored;
-    client_.shutdown(net::socket_base::shutdown_both, ignored);
-    client_.close(ignored);
+    client_.close(ignored);  // sends the FIN (no shutdown() first: one system call less)
 
     // From here on the client's cancel key must not reach a backend: it is being reset or
     // closed, and a late cancel would hit DISCARD ALL or the next session's query.
@@ -1226,8 +1238,10 @@ net::awaitable<void> session::run(step from, session_end end) {
         if (from == step::resume) ensure_links();
         if (from != step::end && end == session_end::client_terminated) end = co_await relay();
     } catch (const boost::system::system_error& e) {
-        // Awaiting after a shutdown's cancellation throws operation_aborted.
-        end = is_cancelled(e.code()) ? session_end::admin_shutdown : session_end::internal_error;
+        // Awaiting after a shutdown's (or tick()'s) cancellation throws operation_aborted.
+        end = login_expired_           ? session_end::authentication_timeout
+              : is_cancelled(e.code()) ? session_end::admin_shutdown
+                                       : session_end::internal_error;
         end_detail_ = e.what();
     } catch (const std::exception& e) {
         log::error("s{} internal error: {}", id_, e.what());
@@ -1288,7 +1302,13 @@ bool session::can_park() const {
     });
 }
 
-void session::park_if_idle(std::chrono::steady_clock::time_point now) {
+void session::tick(std::chrono::steady_clock::time_point now) {
+    if (login_deadline_ != std::chrono::steady_clock::time_point{} && now >= login_deadline_ &&
+        !login_expired_) {
+        login_expired_ = true;
+        cancel_signal_.emit(net::cancellation_type::terminal);  // the step's wait ends
+        return;
+    }
     if (parked_ || park_requested_ || client_wait_since_ == std::chrono::steady_clock::time_point{})
         return;
     if (now - client_wait_since_ < park_after || !can_park()) return;

@@ -113,9 +113,10 @@ class session : public std::enable_shared_from_this<session> {
     void start();
     /// Shutdown hook, on the worker's thread: cancels whatever the session awaits.
     void stop();
-    /// Called every park_after by the worker: a session that has waited for its client
-    /// since before `now - park_after` with nothing in flight and no backend connection parks.
-    void park_if_idle(std::chrono::steady_clock::time_point now);
+    /// Called every park_after by the worker: a login still going on past
+    /// authentication_timeout ends; a session that has waited for its client since before
+    /// `now - park_after` with nothing in flight and no backend connection parks.
+    void tick(std::chrono::steady_clock::time_point now);
     std::uint64_t id() const { return id_; }
 
   private:
@@ -137,6 +138,8 @@ class session : public std::enable_shared_from_this<session> {
     /// pgpilot is stopping.
     void unpark();
     net::awaitable<session_end> negotiate_and_authenticate();
+    /// Runs a step of the login under authentication_timeout (checked by tick(): a timer and a
+    /// parallel group per step cost more than the rest of a short-lived client's login).
     net::awaitable<session_end> within_authentication_timeout(net::awaitable<session_end> step);
     net::awaitable<session_end> negotiate();
     net::awaitable<session_end> authenticate();
@@ -292,10 +295,15 @@ class session : public std::enable_shared_from_this<session> {
     /// While client_to_backend waits for the client with nothing of it buffered, and while
     /// parked: since when (the epoch otherwise).
     std::chrono::steady_clock::time_point client_wait_since_{};
-    bool park_requested_ = false;  ///< park_if_idle() cancelled the client wait to park
-    bool parked_ = false;          ///< waiting in park(): no coroutine runs
-    bool idle_expired_ = false;    ///< parked longer than client_idle_limit
-    bool ended_ = false;           ///< finish() ran: the session leaves its worker
+    bool park_requested_ = false;  ///< tick() cancelled the client wait to park
+    /// While a login step runs under authentication_timeout: when tick() ends it.
+    std::chrono::steady_clock::time_point login_deadline_{};
+    /// AuthenticationOk, held back to go out with the next bytes to the client (send_client()).
+    std::string owed_client_;
+    bool login_expired_ = false;  ///< tick() cancelled the login: it took too long
+    bool parked_ = false;         ///< waiting in park(): no coroutine runs
+    bool idle_expired_ = false;   ///< parked longer than client_idle_limit
+    bool ended_ = false;          ///< finish() ran: the session leaves its worker
     /// client_idle_limit while parked.
     worker_timer idle_timer_;
 };
