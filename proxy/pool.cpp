@@ -84,14 +84,22 @@ backend_pool::~backend_pool() {
 }
 
 backend_pool::group& backend_pool::group_for(const pool_request& r) {
-    auto& g = groups_[group_key(r.node, r.user, r.database)];
-    if (!g) {
-        g = std::make_unique<group>();
-        g->node = r.node;
-        g->user = r.user;
-        g->database = r.database;
-        g->first = r;
+    auto list = idle_.find(r.key);
+    if (list == idle_.end()) list = idle_.try_emplace(std::string(r.key)).first;
+    if (!list->second.g) {
+        auto& g = groups_[group_key(r.node, r.user, r.database)];
+        if (!g) {
+            g = std::make_unique<group>();
+            g->node = r.node;
+            g->user = r.user;
+            g->database = r.database;
+            g->first = r;
+            g->first_key = std::string(r.key);
+            g->first.key = g->first_key;
+        }
+        list->second.g = g.get();
     }
+    auto* g = list->second.g;
     // The latest session's view ([[pool.override]] gives one value per user and database).
     g->pool_size = r.pool_size;
     g->min_pool_size = r.min_pool_size;
@@ -146,7 +154,13 @@ bool backend_pool::make_room(group& g, conn_list& doomed) {
 }
 
 void backend_pool::wake(const std::shared_ptr<waiter>& w) {
-    // Timers are not thread-safe: cancel on the waiter's own worker.
+    // Timers are not thread-safe: cancel on the waiter's own worker, at once when this is it
+    // (a connection released to a waiter of the same worker).
+    const auto* io = w->timer.get_executor().target<net::io_context::executor_type>();
+    if (io && io->running_in_this_thread()) {
+        w->timer.cancel();
+        return;
+    }
     net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
 }
 
@@ -220,8 +234,8 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
         if (stopping_) co_return out;
         auto& g = group_for(r);
         const auto now = steady_clock::now();
-        if (auto it = idle_.find(r.key); it != idle_.end()) {
-            auto& list = it->second.conns;
+        {
+            auto& list = idle_.find(r.key)->second.conns;  // group_for() made the entry
             // The most recently used connection on this worker first (no move between event
             // loops), else the most recently used one.
             auto local = std::find_if(list.rbegin(), list.rend(), [&](const auto& c) {
@@ -282,7 +296,7 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
     co_return out;
 }
 
-void backend_pool::put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
+void backend_pool::put(std::string_view key, std::unique_ptr<ha::backend_connection> conn,
                        std::size_t max_idle) {
     conn_list doomed;
     {
@@ -326,7 +340,9 @@ void backend_pool::put(const std::string& key, std::unique_ptr<ha::backend_conne
                 doomed.push_back(std::move(conn));
                 grant_waiters(g.node);
             } else {
-                auto& list = idle_[key];
+                auto it = idle_.find(key);
+                if (it == idle_.end()) it = idle_.try_emplace(std::string(key)).first;
+                auto& list = it->second;
                 list.g = &g;
                 if (list.conns.size() < max_idle) {
                     conn->last_used = steady_clock::now();

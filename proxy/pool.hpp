@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -57,7 +58,8 @@ struct pool_request {
     int node = -1;
     std::string user;
     std::string database;
-    std::string key;  ///< pool_key(node, startup parameters)
+    /// pool_key(node, startup parameters); the caller keeps it alive while acquire() runs.
+    std::string_view key;
     std::size_t pool_size = 20;
     std::size_t min_pool_size = 0;
     steady_clock::duration wait{};  ///< query_wait_timeout; zero = wait for ever
@@ -100,7 +102,7 @@ class backend_pool {
     static void adopt(ha::backend_connection& conn, slot permit);
     /// Gives an idle connection back: to the longest waiter that can use it, else kept idle
     /// (at most `max_idle` for its key), else closed.
-    void put(const std::string& key, std::unique_ptr<ha::backend_connection> conn,
+    void put(std::string_view key, std::unique_ptr<ha::backend_connection> conn,
              std::size_t max_idle);
     /// What a new connection for `key` reported at startup (ParameterStatus), kept so that
     /// transaction pooling can greet a client without a connection.
@@ -134,7 +136,8 @@ class backend_pool {
         std::uint64_t waits = 0;
         std::uint64_t timeouts = 0;
         std::uint64_t connects = 0;
-        pool_request first;  ///< how the pool was first asked for (min_pool_size connects)
+        pool_request first;     ///< how the pool was first asked for (min_pool_size connects)
+        std::string first_key;  ///< what first.key points to
     };
     struct idle_list {
         group* g = nullptr;
@@ -144,7 +147,7 @@ class backend_pool {
         explicit waiter(const net::any_io_executor& ex) : timer(ex) {}
         net::steady_timer timer;
         group* g = nullptr;
-        std::string key;
+        std::string_view key;  ///< the request's (alive while the waiter is queued)
         steady_clock::time_point since;
         // Set under mutex_ by whoever serves it:
         bool served = false;
@@ -186,8 +189,16 @@ class backend_pool {
     mutable std::mutex mutex_;
     std::vector<std::size_t> open_per_node_;
     std::unordered_map<std::string, std::unique_ptr<group>> groups_;  // by node|user|database
-    std::unordered_map<std::string, idle_list> idle_;                 // by pool key
-    std::vector<std::deque<std::shared_ptr<waiter>>> waiters_;        // per node, oldest first
+    /// Hashes std::string and std::string_view alike (lookups by a request's key copy nothing).
+    struct key_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view k) const {
+            return std::hash<std::string_view>{}(k);
+        }
+    };
+    // By pool key; an entry, once made, stays (sessions' requests find their group through it).
+    std::unordered_map<std::string, idle_list, key_hash, std::equal_to<>> idle_;
+    std::vector<std::deque<std::shared_ptr<waiter>>> waiters_;  // per node, oldest first
     std::unordered_map<std::string, ha::startup_params> startup_parameters_;  // by pool key
     bool stopping_ = false;
 };

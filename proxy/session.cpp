@@ -315,6 +315,13 @@ net::awaitable<session_end> session::authenticate() {
 // ---------------------------------------------------------------------------------------------
 // Backend
 
+const std::string& session::pool_key_of(int node) {
+    if (pool_keys_.size() <= std::size_t(node)) pool_keys_.resize(std::size_t(node) + 1);
+    auto& key = pool_keys_[std::size_t(node)];
+    if (key.empty()) key = pool_key(node, backend_params_);
+    return key;
+}
+
 std::optional<int> session::current_primary() const {
     return router::route_to_primary(*shared_.registry.snapshot()).node;
 }
@@ -341,12 +348,11 @@ net::awaitable<bool> session::ensure_link(int node) {
     const auto now = std::chrono::steady_clock::now();
     if (now < link.retry_after) co_return false;
     link = backend_link{};
-    link.pool_key = pool_key(node, backend_params_);
     pool_request want;
     want.node = node;
     want.user = user_;
     want.database = database_;
-    want.key = link.pool_key;
+    want.key = pool_key_of(node);
     want.pool_size = std::size_t(pool_.pool_size);
     want.min_pool_size = std::size_t(pool_.min_pool_size);
     want.wait = seconds_to_duration(pool_.query_wait_timeout);
@@ -399,7 +405,7 @@ net::awaitable<bool> session::ensure_link(int node) {
         co_return false;
     }
     backend_pool::adopt(*r.conn, std::move(lease.permit));
-    shared_.pool.remember_startup_parameters(link.pool_key, r.conn->parameters);
+    shared_.pool.remember_startup_parameters(pool_key_of(node), r.conn->parameters);
     link.conn = std::move(r.conn);
     link.conn->node = node;
     log::debug("s{} connected to node {} backend pid {}", id_, node, link.conn->pid);
@@ -429,7 +435,7 @@ void session::release_idle_links() {
         auto& link = links_[i];
         if (!link.conn) continue;
         link.conn->settings_fingerprint = settings_fingerprint(link.settings_applied);
-        shared_.pool.put(link.pool_key, std::move(link.conn), idle_limit());
+        shared_.pool.put(pool_key_of(int(i)), std::move(link.conn), idle_limit());
         link = backend_link{};
         if (int(i) == active_) cancel_target_stale_ = true;
         ++released;
@@ -550,7 +556,7 @@ net::awaitable<session_end> session::attach_backend() {
         // does the same): a client that only connects does not wait for a busy pool.
         if (pool_.mode == config::pool_mode::transaction &&
             (!shared_.settings.load_balance.enabled || shared_.volatiles.find(database_))) {
-            if (auto known = shared_.pool.startup_parameters(pool_key(node, backend_params_))) {
+            if (auto known = shared_.pool.startup_parameters(pool_key_of(node))) {
                 server_params = std::move(*known);
                 cancel_target_stale_ = true;  // set by the first statement's connection
                 break;
@@ -1195,7 +1201,8 @@ net::awaitable<void> session::finish(session_end end) {
             net::steady_timer t(client_.get_executor(), shared_.timeouts.reset);
             auto r = co_await (reset_backend(*link.conn) || t.async_wait(use_tuple));
             if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load()) {
-                shared_.pool.put(link.pool_key, std::move(link.conn), idle_limit());
+                const int node = link.conn->node;
+                shared_.pool.put(pool_key_of(node), std::move(link.conn), idle_limit());
                 ++pooled;
             }
         } else if (client_left && !link.queue.empty()) {

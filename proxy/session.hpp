@@ -48,7 +48,6 @@ const char* to_string(session_end);
 /// One backend connection of a session and what pgpilot knows of its state.
 struct backend_link {
     std::unique_ptr<ha::backend_connection> conn;
-    std::string pool_key;
     /// Responses still to come, oldest first; one entry per ReadyForQuery expected.
     struct response {
         enum class kind : std::uint8_t { client, hidden, lsn };
@@ -238,6 +237,9 @@ class session : public std::enable_shared_from_this<session> {
     /// One connection per node the session uses, by node id; connected on first use. Empty
     /// while parked with nothing worth keeping (see ensure_links()).
     std::vector<backend_link> links_;
+    /// pool_key() per node for backend_params_ (fixed after the startup packet), made once.
+    std::vector<std::string> pool_keys_;
+    const std::string& pool_key_of(int node);
     int active_ = -1;   ///< the node the last unit went to; its responses are being relayed
     int reading_ = -1;  ///< the node backend_to_client reads from (active_ once at a boundary)
     int lb_node_ = -1;  ///< the session's read node (statement_level: none kept)
