@@ -62,7 +62,7 @@ void apply_drops(ha::backend_connection& conn, const std::string& drops) {
 /// pgpilot's own SHOW commands, with any case, spacing and a trailing semicolon.
 enum class admin_show { none, pool_nodes, pools };
 admin_show admin_show_command(std::string_view text) {
-    if (text.size() > 256 || upper(text).find("POOL") == std::string::npos) return admin_show::none;
+    if (text.size() > 256 || !router::contains_ascii_ci(text, "POOL")) return admin_show::none;
     router::lexed_query q(text);
     const auto& statements = q.statements();
     if (statements.size() != 1) return admin_show::none;
@@ -77,14 +77,9 @@ admin_show admin_show_command(std::string_view text) {
 /// the classifier pins: temporary objects and LISTEN): cursors WITH HOLD and session-level
 /// advisory locks (the pg_advisory_xact_lock family ends with the transaction).
 bool holds_session_state(std::string_view text) {
-    auto contains = [text](std::string_view upper_word) {
-        auto it = std::search(
-            text.begin(), text.end(), upper_word.begin(), upper_word.end(),
-            [](char a, char b) { return std::toupper(static_cast<unsigned char>(a)) == b; });
-        return it != text.end();
-    };
-    return contains("WITH HOLD") || contains("PG_ADVISORY_LOCK") ||
-           contains("PG_TRY_ADVISORY_LOCK");
+    return router::contains_ascii_ci(text, "WITH HOLD") ||
+           router::contains_ascii_ci(text, "PG_ADVISORY_LOCK") ||
+           router::contains_ascii_ci(text, "PG_TRY_ADVISORY_LOCK");
 }
 
 }  // namespace

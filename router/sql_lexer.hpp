@@ -125,4 +125,8 @@ std::vector<std::string_view> split_statements(std::string_view sql,
 /// (U&"..." escapes are not decoded). Other tokens: their text.
 std::string identifier_value(const token& t);
 
+/// Whether `text` contains `upper_word` (given in upper case), ASCII letters of `text` in any
+/// case; no copy of `text` is made.
+bool contains_ascii_ci(std::string_view text, std::string_view upper_word);
+
 }  // namespace pgpilot::router

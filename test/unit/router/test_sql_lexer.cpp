@@ -259,3 +259,16 @@ TEST_CASE("lexer: next_token covers the input and always advances", "[router][le
     CHECK(next_token("", 0).kind == token_kind::end);
     CHECK(next_token("abc", 10).kind == token_kind::end);
 }
+
+TEST_CASE("lexer: contains_ascii_ci finds a word in any case", "[router][lexer]") {
+    CHECK(contains_ascii_ci("declare c cursor with hold for select 1", "WITH HOLD"));
+    CHECK(contains_ascii_ci("SELECT Pg_Advisory_Lock(1)", "PG_ADVISORY_LOCK"));
+    CHECK(contains_ascii_ci("show pool_nodes", "POOL"));
+    CHECK(contains_ascii_ci("POOL", "POOL"));
+    CHECK(contains_ascii_ci("anything", ""));
+    CHECK_FALSE(contains_ascii_ci("show poo", "POOL"));
+    CHECK_FALSE(contains_ascii_ci("with  hold", "WITH HOLD"));
+    CHECK_FALSE(contains_ascii_ci("", "POOL"));
+    // Only ASCII letters fold: a byte above 0x7f never matches a letter.
+    CHECK_FALSE(contains_ascii_ci("p\xc3\xb6ol", "POOL"));
+}
