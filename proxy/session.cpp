@@ -316,8 +316,10 @@ net::awaitable<session_end> session::authenticate() {
 // Backend
 
 const std::string& session::pool_key_of(int node) {
-    if (pool_keys_.size() <= std::size_t(node)) pool_keys_.resize(std::size_t(node) + 1);
-    auto& key = pool_keys_[std::size_t(node)];
+    // Sized once, for every node: a waiting pool request holds a view of its key, which must
+    // not move.
+    if (pool_keys_.empty()) pool_keys_.resize(shared_.registry.snapshot()->nodes.size());
+    auto& key = pool_keys_.at(std::size_t(node));
     if (key.empty()) key = pool_key(node, backend_params_);
     return key;
 }
