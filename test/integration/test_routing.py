@@ -51,6 +51,16 @@ def prepare_table(port):
     psql(port, "DROP TABLE IF EXISTS itest_rw; CREATE TABLE itest_rw (v int PRIMARY KEY)")
 
 
+def wait_for_table_on_standby(env, node=1, timeout=10):
+    """Until standby `node` has replayed prepare_table(): a new session has written nothing, so
+    with session or eventual consistency its first read may go to a standby that lags."""
+    port = env.cluster.nodes[node]["port"]
+    deadline = time.monotonic() + timeout
+    while psql_value(port, "SELECT to_regclass('itest_rw') IS NOT NULL") != "t":
+        check(time.monotonic() < deadline, f"standby {node} has no itest_rw after {timeout} s")
+        time.sleep(0.05)
+
+
 def missing_reads(port, iterations, *, two_connections):
     """INSERT a unique value, then SELECT it back at once: how many SELECTs missed it."""
     misses = 0
@@ -96,7 +106,7 @@ def test_stale_reads_happen_with_eventual_consistency(env):
     config = dict(backend=backends(env, [0, 1, 0]), load_balance={"consistency": "eventual"})
     with delayed_standby(env), env.pgpilot(**config) as px:
         prepare_table(px.port)
-        time.sleep(1)  # eventual: the delayed standby must have the table itself
+        wait_for_table_on_standby(env)  # eventual: the delayed standby must have it itself
         misses = missing_reads(px.port, 200, two_connections=True)
         print(f"FIGURES eventual: {misses} misses in 200")
         check(misses > 100, f"with consistency = eventual a standby 300 ms behind should miss most "
@@ -110,6 +120,7 @@ def test_reads_wait_for_the_standby_to_catch_up(env):
                   load_balance={"consistency": "session", "consistency_wait_ms": 2000})
     with delayed_standby(env), env.pgpilot(**config) as px:
         prepare_table(px.port)
+        wait_for_table_on_standby(env)  # the session's first read may go there
         before = select_counts(px.port)
         misses = missing_reads(px.port, 10, two_connections=False)
         after = select_counts(px.port)
