@@ -1337,6 +1337,7 @@ void session::park() {
     std::vector<router::statement_info>().swap(batch_infos_);
     std::vector<std::string>().swap(tx_log_);
     std::vector<session_setting>().swap(tx_settings_);
+    std::vector<std::string>().swap(pool_keys_);  // made again on the next acquire
     const auto now = std::chrono::steady_clock::now();
     if (std::all_of(links_.begin(), links_.end(),
                     [&](const backend_link& l) { return l.retry_after <= now; }))
