@@ -50,25 +50,30 @@ net::awaitable<error_code> frame_reader::read_frame(stream& s, protocol::whole_f
     }
 }
 
-std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size) {
+namespace {
+/// Runs a non-blocking recv or send until it is not interrupted: (bytes, no error), or
+/// (would_block, 0) when it would have to wait, or the errno it failed with.
+template <class Call>
+std::pair<error_code, std::size_t> without_waiting(Call call) {
     for (;;) {
-        const ssize_t n = ::recv(s.native_handle(), data, size, MSG_DONTWAIT);
-        if (n > 0) return {error_code{}, std::size_t(n)};
-        if (n == 0) return {net::error::eof, 0};
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return {net::error::would_block, 0};
-        return {error_code(errno, boost::system::system_category()), 0};
-    }
-}
-
-std::pair<error_code, std::size_t> write_available(stream& s, const void* data, std::size_t size) {
-    for (;;) {
-        const ssize_t n = ::send(s.native_handle(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+        const ssize_t n = call();
         if (n >= 0) return {error_code{}, std::size_t(n)};
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return {net::error::would_block, 0};
         return {error_code(errno, boost::system::system_category()), 0};
     }
+}
+}  // namespace
+
+std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size) {
+    auto r = without_waiting([&] { return ::recv(s.native_handle(), data, size, MSG_DONTWAIT); });
+    if (!r.first && r.second == 0) r.first = net::error::eof;
+    return r;
+}
+
+std::pair<error_code, std::size_t> write_available(stream& s, const void* data, std::size_t size) {
+    return without_waiting(
+        [&] { return ::send(s.native_handle(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL); });
 }
 
 net::awaitable<error_code> write_all(stream& s, std::string_view data) {
