@@ -563,15 +563,8 @@ std::string identifier_value(const token& t) {
 }
 
 bool contains_ascii_ci(std::string_view text, std::string_view upper_word) {
-    if (upper_word.empty()) return true;
-    if (text.size() < upper_word.size()) return false;
-    for (std::size_t i = 0; i + upper_word.size() <= text.size(); ++i) {
-        if (ascii_upper(text[i]) != upper_word[0]) continue;
-        std::size_t j = 1;
-        while (j < upper_word.size() && ascii_upper(text[i + j]) == upper_word[j])
-            ++j;
-        if (j == upper_word.size()) return true;
-    }
+    for (std::size_t i = 0; i + upper_word.size() <= text.size(); ++i)
+        if (iequals_ascii(text.substr(i, upper_word.size()), upper_word)) return true;
     return false;
 }
 
