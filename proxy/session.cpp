@@ -1176,8 +1176,8 @@ net::awaitable<void> session::finish(session_end end) {
     }
     if (tell && client_at_boundary_ && client_.is_open()) {
         net::steady_timer t(client_.get_executor(), shared_.timeouts.goodbye);
-        const std::string frame = owed_client_ + error_message("FATAL", tell->first, tell->second);
-        co_await (write_all(client_, frame) || t.async_wait(use_tuple));
+        const std::string frame = error_message("FATAL", tell->first, tell->second);
+        co_await (send_client(frame) || t.async_wait(use_tuple));  // after any owed bytes
     }
     error_code ignored;
     client_.close(ignored);  // sends the FIN (no shutdown() first: one system call less)
