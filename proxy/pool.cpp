@@ -83,10 +83,15 @@ backend_pool::~backend_pool() {
     }
 }
 
-backend_pool::group& backend_pool::group_for(const pool_request& r) {
-    auto list = idle_.find(r.key);
-    if (list == idle_.end()) list = idle_.try_emplace(std::string(r.key)).first;
-    if (!list->second.g) {
+backend_pool::idle_list& backend_pool::idle_for(std::string_view key) {
+    auto it = idle_.find(key);
+    if (it == idle_.end()) it = idle_.try_emplace(std::string(key)).first;
+    return it->second;
+}
+
+backend_pool::idle_list& backend_pool::entry_for(const pool_request& r) {
+    auto& list = idle_for(r.key);
+    if (!list.g) {
         auto& g = groups_[group_key(r.node, r.user, r.database)];
         if (!g) {
             g = std::make_unique<group>();
@@ -97,13 +102,12 @@ backend_pool::group& backend_pool::group_for(const pool_request& r) {
             g->first_key = std::string(r.key);
             g->first.key = g->first_key;
         }
-        list->second.g = g.get();
+        list.g = g.get();
     }
-    auto* g = list->second.g;
     // The latest session's view ([[pool.override]] gives one value per user and database).
-    g->pool_size = r.pool_size;
-    g->min_pool_size = r.min_pool_size;
-    return *g;
+    list.g->pool_size = r.pool_size;
+    list.g->min_pool_size = r.min_pool_size;
+    return list;
 }
 
 bool backend_pool::has_waiters(const group& g) const {
@@ -232,10 +236,11 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
     {
         std::lock_guard lock(mutex_);
         if (stopping_) co_return out;
-        auto& g = group_for(r);
+        auto& entry = entry_for(r);
+        auto& g = *entry.g;
         const auto now = steady_clock::now();
         {
-            auto& list = idle_.find(r.key)->second.conns;  // group_for() made the entry
+            auto& list = entry.conns;
             // The most recently used connection on this worker first (no move between event
             // loops), else the most recently used one.
             auto local = std::find_if(list.rbegin(), list.rend(), [&](const auto& c) {
@@ -340,9 +345,7 @@ void backend_pool::put(std::string_view key, std::unique_ptr<ha::backend_connect
                 doomed.push_back(std::move(conn));
                 grant_waiters(g.node);
             } else {
-                auto it = idle_.find(key);
-                if (it == idle_.end()) it = idle_.try_emplace(std::string(key)).first;
-                auto& list = it->second;
+                auto& list = idle_for(key);
                 list.g = &g;
                 if (list.conns.size() < max_idle) {
                     conn->last_used = steady_clock::now();

@@ -167,7 +167,10 @@ class backend_pool {
     using conn_list = std::vector<std::unique_ptr<ha::backend_connection>>;
 
     // All with mutex_ held:
-    group& group_for(const pool_request& r);
+    /// The idle list of `key`, made empty when there is none yet.
+    idle_list& idle_for(std::string_view key);
+    /// The idle list of `r.key`, bound to the group of (node, user, database).
+    idle_list& entry_for(const pool_request& r);
     bool has_room(const group& g) const;
     /// Whether clients wait for a connection of `g` (nobody overtakes them).
     bool has_waiters(const group& g) const;
