@@ -35,12 +35,6 @@ void rebind(ha::backend_connection& c, const net::any_io_executor& ex) {
     c.socket = stream(ex, *c.protocol, fd);
 }
 
-/// How much later than the oldest waiter of a pool a waiter on the releasing worker may have
-/// started waiting and still be served first: a connection that stays on its worker's event
-/// loop saves moving its descriptor between epoll sets (four system calls and a cross-thread
-/// wake-up), and no waiter is overtaken by one that came more than this after it.
-constexpr auto same_worker_preference = std::chrono::milliseconds(2);
-
 std::string group_key(int node, std::string_view user, std::string_view database) {
     return fmt::format("{}|{}:{}|{}", node, user.size(), user, database);
 }

@@ -4,7 +4,6 @@
 #include <thread>
 
 #include "proxy/cancel_map.hpp"
-#include "proxy/pool.hpp"
 
 using namespace pgpilot;
 using namespace pgpilot::proxy;
@@ -51,19 +50,4 @@ TEST_CASE("cancel keys are not predictable from one another", "[cancel]") {
     for (int i = 0; i < 100; ++i)
         keys.insert(m.allocate().second);
     REQUIRE(keys.size() > 95);
-}
-
-TEST_CASE("pool keys depend on node and every startup parameter, not their order", "[pool]") {
-    ha::startup_params a{{"user", "alice"}, {"database", "db"}, {"application_name", "x"}};
-    ha::startup_params b{{"application_name", "x"}, {"database", "db"}, {"user", "alice"}};
-    ha::startup_params c{{"user", "alice"}, {"database", "db"}, {"application_name", "y"}};
-    ha::startup_params d{{"user", "alice"}, {"database", "db"}};
-    REQUIRE(pool_key(0, a) == pool_key(0, b));
-    REQUIRE(pool_key(0, a) != pool_key(1, a));
-    REQUIRE(pool_key(0, a) != pool_key(0, c));
-    REQUIRE(pool_key(0, a) != pool_key(0, d));
-    // A value containing '=' or the separator cannot make two different sets collide.
-    ha::startup_params e{{"user", "a"}, {"options", "b=c"}};
-    ha::startup_params f{{"user", "a"}, {"options=b", "c"}};
-    REQUIRE(pool_key(0, e) != pool_key(0, f));
 }
