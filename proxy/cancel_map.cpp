@@ -2,13 +2,37 @@
 
 #include <openssl/rand.h>
 
+#include <array>
+#include <cstring>
+#include <stdexcept>
+
 namespace pgpilot::proxy {
 
-std::pair<std::uint32_t, std::uint32_t> cancel_map::allocate() {
+namespace {
+
+/// Cancel keys must not be guessable (another client could cancel our queries): they come
+/// from OpenSSL's generator, drawn 256 bytes at a time per thread, because each call costs a
+/// getpid() system call (OpenSSL's check for a fork) besides the generator itself, once per
+/// login otherwise.
+std::uint32_t random_key() {
+    thread_local std::array<unsigned char, 256> pool{};
+    thread_local std::size_t used = pool.size();
+    if (used + sizeof(std::uint32_t) > pool.size()) {
+        if (RAND_bytes(pool.data(), int(pool.size())) != 1)
+            throw std::runtime_error("RAND_bytes failed");
+        used = 0;
+    }
     std::uint32_t key = 0;
-    // Cancel keys must not be guessable: another client could cancel our queries.
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(&key), sizeof key) != 1)
-        throw std::runtime_error("RAND_bytes failed");
+    std::memcpy(&key, pool.data() + used, sizeof key);
+    std::memset(pool.data() + used, 0, sizeof key);  // each draw is handed out once
+    used += sizeof key;
+    return key;
+}
+
+}  // namespace
+
+std::pair<std::uint32_t, std::uint32_t> cancel_map::allocate() {
+    const std::uint32_t key = random_key();
     for (;;) {
         // Process ids wrap after 2^31; skip 0 and any id still in use.
         std::uint32_t pid = next_pid_.fetch_add(1, std::memory_order_relaxed) & 0x7fffffffu;
