@@ -191,6 +191,7 @@ class Results:
         self.tps = {w: {n: [] for n in names} for w in workloads}       # None for a failed run
         self.errors = {w: {n: [] for n in names} for w in workloads}    # (round, message, log lines)
         self.cpu = {w: {n: [] for n in names} for w in workloads}
+        self.pooler_cpu = {w: {n: [] for n in names} for w in workloads}  # (user, system) us per txn
         self.servers = {w: {n: [] for n in names} for w in workloads}   # server connections after a run
         self.log_lines = {n: [] for n in names}                         # (workload, round, line) on success
         self.loads = []
@@ -207,16 +208,23 @@ def run_round(rnd, args, cluster, running, results, meter):
             results.loads.append(load)
             offset = log_size(target)
             cpu = None
+            pooler = None
             try:
                 if not target.alive():
                     raise T.BenchError(f"{target.label} is no longer running")
+                pid = getattr(target, "pid", None)
+                pooler0 = T.process_cpu(pid) if pid else None
                 cpu0 = meter.snapshot()
-                tps = T.run_pgbench(target.port, DB, w.clients(args), args.threads, args.duration, w.extra,
-                                    select_only=w.select_only)
+                tps, done = T.run_pgbench_counted(target.port, DB, w.clients(args), args.threads, args.duration,
+                                                  w.extra, select_only=w.select_only)
+                pooler1 = T.process_cpu(pid) if pid else None
                 meter.settle()
                 cpu = T.CpuMeter.usage(cpu0, meter.snapshot())
                 if cpu:
                     results.cpu[key][name].append(cpu)
+                if pooler0 and pooler1 and done:
+                    pooler = tuple(1e6 * (b - a) / done for a, b in zip(pooler0, pooler1))
+                    results.pooler_cpu[key][name].append(pooler)
                 for line in log_since(target, offset):
                     results.log_lines[name].append((key, rnd, line))
             except T.BenchError as e:
@@ -234,6 +242,8 @@ def run_round(rnd, args, cluster, running, results, meter):
             if tps is not None:
                 cpu_text = (f", CPU ours {100 * cpu['ours']:.0f} % others {100 * cpu['others']:.0f} %"
                             if cpu else "")
+                if pooler:
+                    cpu_text += f", pooler {pooler[0]:.1f} + {pooler[1]:.1f} µs/txn"
                 print(f"round {rnd + 1} {key:10} {name:10} {tps:10,.0f} tps   (load {load:.2f}{cpu_text}, "
                       f"server connections after: {results.servers[key][name][-1]})", flush=True)
 
@@ -272,6 +282,30 @@ def summary_table(args, results, names):
     return lines
 
 
+def pooler_cpu(results, key, name):
+    """Median user and system microseconds per transaction of the pooler process; None."""
+    runs = results.pooler_cpu[key].get(name) or []
+    if not runs:
+        return None
+    return statistics.median(u for u, _ in runs), statistics.median(s for _, s in runs)
+
+
+def fmt_pooler_cpu(results, key, name):
+    m = pooler_cpu(results, key, name)
+    return "–" if m is None else f"{m[0]:.1f} + {m[1]:.1f} µs"
+
+
+def pooler_cpu_table(args, results, names):
+    cols = [n for n in ("pgbouncer", "pgpilot") if n in names]
+    if not cols:
+        return []
+    lines = ["| workload | " + " | ".join(f"{LABELS[n]} user + system" for n in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for key in args.workloads:
+        lines.append(f"| `{key}` | " + " | ".join(fmt_pooler_cpu(results, key, n) for n in cols) + " |")
+    return lines
+
+
 def goal_lines(args, results, names):
     out = []
     if not ("pgpilot" in names and "pgbouncer" in names):
@@ -288,7 +322,8 @@ def goal_lines(args, results, names):
 
 def detail_table(args, results, key, names):
     header = (["target"] + [f"round {i + 1}" for i in range(args.rounds)]
-              + ["median", "vs direct", "vs PgBouncer", "CPU: bench / others", "server connections after"])
+              + ["median", "vs direct", "vs PgBouncer", "CPU: bench / others",
+                 "pooler CPU per transaction (user + system)", "server connections after"])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     direct = med(results, key, "direct") if "direct" in names else None
     bouncer = med(results, key, "pgbouncer") if "pgbouncer" in names else None
@@ -303,7 +338,7 @@ def detail_table(args, results, key, names):
                        else (str(servers[0]) if servers else "–"))
         cells = ([name] + [PC.fmt_tps(t) if t is not None else "failed" for t in tps]
                  + [PC.fmt_tps(m), fmt_ratio(PC.ratio(m, direct)), fmt_ratio(PC.ratio(m, bouncer)),
-                    cpu_cell, server_cell])
+                    cpu_cell, fmt_pooler_cpu(results, key, name), server_cell])
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -341,6 +376,11 @@ def report(args, results, running, failed_to_start, meta):
                   f"(median {statistics.median(ours):.0f} %).", ""]
     lines += ["## Summary (TPS: median over the rounds; ratios of medians)", ""]
     lines += summary_table(args, results, names) + [""]
+    cpu_table = pooler_cpu_table(args, results, names)
+    if cpu_table:
+        lines += ["Pooler CPU per transaction (the pooler process's user and system time over the run, "
+                  "all its threads, divided by the transactions pgbench processed; median over the "
+                  "rounds; `-C` counts a connection per transaction):", ""] + cpu_table + [""]
     goals = goal_lines(args, results, names)
     if goals:
         lines += ["Targets of issue 4 on this machine:", ""] + goals + [""]

@@ -17,7 +17,8 @@ Pgbouncer and Pgpool run in a process group of their own; stopping them signals 
 process, waits, then SIGKILLs whatever is left of that group (pgpool's children). They also
 get SIGKILL from the kernel if the benchmark process dies (PR_SET_PDEATHSIG).
 
-Measuring: `run_pgbench` (TPS of one pgbench run), `xact_commits` (pg_stat_database per node),
+Measuring: `run_pgbench` (TPS of one pgbench run; `run_pgbench_counted` also its transactions),
+`process_cpu` (a process's user and system time), `xact_commits` (pg_stat_database per node),
 `pool_nodes` (SHOW POOL_NODES through a pooler), `proc_status` (VmRSS and friends of a process),
 `machine_info`, `package_versions`, `wait_for_load` (wait for a quieter machine).
 
@@ -222,6 +223,11 @@ def psql_rows(port, sql, db, host=HOST, timeout=30):
 def run_pgbench(port, db, clients, threads, duration, extra, host=HOST, select_only=True):
     """TPS of `pgbench -S -c clients -j threads -T duration [extra]` (without -S when
     select_only is false: pgbench's built-in TPC-B-like script); BenchError on any failure."""
+    return run_pgbench_counted(port, db, clients, threads, duration, extra, host, select_only)[0]
+
+
+def run_pgbench_counted(port, db, clients, threads, duration, extra, host=HOST, select_only=True):
+    """run_pgbench(), returning (TPS, transactions processed)."""
     cmd = ["pgbench", "-h", host, "-p", str(port), "-U", SUPERUSER, *(["-S"] if select_only else []),
            "-c", str(clients), "-j", str(threads), "-T", str(duration), *extra, db]
     try:
@@ -238,7 +244,8 @@ def run_pgbench(port, db, clients, threads, duration, extra, host=HOST, select_o
     failed = re.search(r"^number of failed transactions: (\d+)", out, re.M)
     if failed and failed.group(1) != "0":
         raise BenchError(f"pgbench reported failed transactions:\n{out[-2000:]}")
-    return float(m.group(1))
+    done = re.search(r"^number of transactions actually processed: (\d+)", out, re.M)
+    return float(m.group(1)), int(done.group(1)) if done else None
 
 
 def run_init(port, db, scale, host=HOST):
@@ -318,6 +325,17 @@ def _proc_table():
         fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
         table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
     return table
+
+
+def process_cpu(pid):
+    """(user, system) seconds one process (all its threads) has used so far; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 class CpuMeter:
