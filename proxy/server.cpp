@@ -270,12 +270,9 @@ int run_server(const config::settings& settings, const run_options& options) {
     std::vector<worker_thread> workers(count);
     try {
         auto endpoints = listen_endpoints(settings.server);
-        for (unsigned i = 0; i < count; ++i) {
-            auto& t = workers[i];
-            t.w = std::make_unique<worker>(shared, i);
-            for (const auto& ep : endpoints)
-                t.tcp.push_back(open_tcp(t.w->ctx, ep));
-        }
+        for (unsigned i = 0; i < count; ++i)
+            workers[i].w = std::make_unique<worker>(shared, i);
+        // The Unix socket first: once the TCP port accepts, a client may look for the socket.
         if (!settings.server.unix_socket_dir.empty()) {
             auto path = unix_socket_path(settings.server);
             ::unlink(path.c_str());  // left over by a previous run that was killed
@@ -287,6 +284,9 @@ int run_server(const config::settings& settings, const run_options& options) {
             a->listen(net::socket_base::max_listen_connections);
             workers[0].unix_socket = std::move(a);
         }
+        for (auto& t : workers)
+            for (const auto& ep : endpoints)
+                t.tcp.push_back(open_tcp(t.w->ctx, ep));
         for (const auto& ep : endpoints)
             log::info("listening on {}:{}", ep.address().to_string(), ep.port());
         if (workers[0].unix_socket) log::info("listening on {}", unix_socket_path(settings.server));
