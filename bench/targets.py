@@ -311,31 +311,30 @@ def wait_replayed(cluster, timeout=120):
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_table():
-    """{pid: (ppid, utime + stime + cutime + cstime in ticks, state)} of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
-    return table
-
-
-def process_cpu(pid):
-    """(user, system) seconds one process (all its threads) has used so far; None if gone."""
+def _stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (fields[0] is field 3, the state;
+    the name may hold spaces and parentheses); None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _proc_table():
+    """{pid: (ppid, utime + stime + cutime + cstime in ticks, state)} of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(entry)) is not None:
+            table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
+    return table
+
+
+def process_cpu(pid):
+    """(user, system) seconds one process (all its threads) has used so far; None if gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
 
 
 class CpuMeter:
@@ -449,16 +448,9 @@ def _tail(path, chars=4000):
 def _group_members(pgid):
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:  # state, ppid, pgrp
-            pids.append(int(entry))
+        if entry.isdigit() and (fields := _stat_fields(entry)) is not None:
+            if int(fields[2]) == pgid:  # state, ppid, pgrp
+                pids.append(int(entry))
     return pids
 
 
