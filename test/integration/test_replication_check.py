@@ -57,7 +57,11 @@ def test_wal_positions_advance_after_writes(env):
 def test_lag_of_a_standby_that_stops_replaying(env):
     standby = env.cluster.standbys[0]
     with env.ha_watch() as ha:
-        ha.wait_for("every node up", all_up)
+        # The first pg_stat_replication check can finish after the health checks (it did,
+        # 0.8 s later, under ThreadSanitizer): wait for it, or the state read below is "".
+        ha.wait_for("every node up, the standbys seen streaming",
+                    lambda s: all_up(s) and all(n["replication_state"] == "streaming"
+                                                for n in s["nodes"][1:]))
         env.cluster.psql(standby, "SELECT pg_wal_replay_pause()")
         try:
             write_some(env, "itest_sr_lag")
