@@ -709,7 +709,7 @@ void node_registry::apply_replication(int id, const replication_sample& s) {
         }
     }
     if (moved)
-        log::debug("node {}: wal_lsn {}, lag {} bytes", id, router::format_lsn(n.wal_lsn),
+        log::debug("node {}: wal_lsn {}, lag {} bytes", id, router::lsn_text{n.wal_lsn},
                    n.lag_bytes);
     publish();
 }

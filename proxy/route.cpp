@@ -189,8 +189,8 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
     }
     if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) {
         log::debug("s{} read on node {}: replayed {} >= {}", id_, node,
-                   router::format_lsn(snapshot->nodes[std::size_t(node)].wal_lsn),
-                   router::format_lsn(required));
+                   router::lsn_text{snapshot->nodes[std::size_t(node)].wal_lsn},
+                   router::lsn_text{required});
         co_return node;
     }
 
@@ -208,7 +208,7 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
         if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) co_return node;
     }
     log::debug("s{} node {} has not replayed {} yet: reading from the primary", id_, node,
-               router::format_lsn(required));
+               router::lsn_text{required});
     co_return co_await await_primary();
 }
 
@@ -241,8 +241,8 @@ void session::classify_unit(unit& u) const {
     u.infos = std::move(infos);
     // COPY ... FROM STDIN (a false positive only delays pgpilot's WAL position query).
     auto copies_in = [](std::string_view text) {
-        const auto t = upper(text.substr(0, 4096));
-        return t.find("COPY") != std::string::npos && t.find("STDIN") != std::string::npos;
+        const auto head = text.substr(0, 4096);
+        return router::contains_ascii_ci(head, "COPY") && router::contains_ascii_ci(head, "STDIN");
     };
     if (u.query) u.copy_in = copies_in(u.text);
     for (const auto& p : u.parsed)

@@ -436,7 +436,11 @@ void session::release_idle_links() {
     for (std::size_t i = 0; i < links_.size(); ++i) {
         auto& link = links_[i];
         if (!link.conn) continue;
-        link.conn->settings_fingerprint = settings_fingerprint(link.settings_applied);
+        // The whole log's fingerprint is kept up to date: no need to hash it again for the
+        // usual connection that has every setting.
+        link.conn->settings_fingerprint = link.settings_applied == set_log_.size()
+                                              ? set_fingerprint_
+                                              : settings_fingerprint(link.settings_applied);
         shared_.pool.put(pool_key_of(int(i)), std::move(link.conn), idle_limit());
         link = backend_link{};
         if (int(i) == active_) cancel_target_stale_ = true;

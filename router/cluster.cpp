@@ -66,7 +66,7 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text) {
 }
 
 std::string format_lsn(std::uint64_t lsn) {
-    return fmt::format("{:X}/{:X}", std::uint32_t(lsn >> 32), std::uint32_t(lsn));
+    return fmt::format("{}", lsn_text{lsn});
 }
 
 }  // namespace pgpilot::router

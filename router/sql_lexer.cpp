@@ -563,8 +563,29 @@ std::string identifier_value(const token& t) {
 }
 
 bool contains_ascii_ci(std::string_view text, std::string_view upper_word) {
-    for (std::size_t i = 0; i + upper_word.size() <= text.size(); ++i)
-        if (iequals_ascii(text.substr(i, upper_word.size()), upper_word)) return true;
+    if (upper_word.empty()) return true;
+    if (text.size() < upper_word.size()) return false;
+    // It runs on every routed statement (holds_session_state, COPY detection): memchr (which
+    // is vectorised) finds the places where the word's first letter is, in either case, and
+    // only there is the rest compared.
+    const char up = upper_word[0];
+    const char low = ascii_lower(up);
+    const std::string_view rest = upper_word.substr(1);
+    const std::size_t starts = text.size() - upper_word.size() + 1;  // where the word may start
+    auto find = [&](char c, std::size_t from) {
+        const void* p = std::memchr(text.data() + from, c, starts - from);
+        return p != nullptr ? std::size_t(static_cast<const char*>(p) - text.data()) : starts;
+    };
+    std::size_t at_up = find(up, 0);
+    std::size_t at_low = low == up ? starts : find(low, 0);
+    while (at_up < starts || at_low < starts) {
+        const std::size_t i = std::min(at_up, at_low);
+        if (iequals_ascii(text.substr(i + 1, rest.size()), rest)) return true;
+        if (i == at_up)
+            at_up = find(up, i + 1);
+        else
+            at_low = find(low, i + 1);
+    }
     return false;
 }
 

@@ -271,4 +271,13 @@ TEST_CASE("lexer: contains_ascii_ci finds a word in any case", "[router][lexer]"
     CHECK_FALSE(contains_ascii_ci("", "POOL"));
     // Only ASCII letters fold: a byte above 0x7f never matches a letter.
     CHECK_FALSE(contains_ascii_ci("p\xc3\xb6ol", "POOL"));
+    // Places where the first letter is but the word is not, in both cases, before and between
+    // the match; a match that ends the text; a word that starts with something not a letter.
+    CHECK(contains_ascii_ci("pPpO pOoPpoOL", "POOL"));
+    CHECK(contains_ascii_ci("Pp pPOO copy from stdin", "STDIN"));
+    CHECK(contains_ascii_ci("select 1 from pg_catalog.pg_class", "PG_CLASS"));
+    CHECK(contains_ascii_ci("a_b _x_ _y", "_Y"));
+    CHECK_FALSE(contains_ascii_ci("a_b _x_ _y", "_Z"));
+    CHECK_FALSE(contains_ascii_ci("pppppppppoo", "POOL"));
+    CHECK_FALSE(contains_ascii_ci("POO", "POOL"));
 }
