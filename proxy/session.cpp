@@ -847,7 +847,9 @@ net::awaitable<session_end> session::client_to_backend() {
         error_code ec;
         std::size_t n = 0;
         if (!read_at_once) {
-            if (in.empty()) std::string().swap(in);
+            // A large buffer is not kept while waiting; a small one is (most queries need one,
+            // and a parking session frees it with the coroutine).
+            if (in.empty() && in.capacity() > 512) std::string().swap(in);
             // Nothing of the client's buffered: once its answers are in and the connection
             // released, tick() may end the relay (can_park() checks the rest).
             client_wait_since_ = !in_unit_ && in.empty() && batch.bytes.empty() && skip == 0
@@ -1347,7 +1349,9 @@ void session::park() {
                     [&](const backend_link& l) { return l.retry_after <= now; }))
         std::vector<backend_link>().swap(links_);  // nothing but defaults: made again on resume
     for (auto& link : links_)
-        link.queue = {};
+        link.queue.release();
+    policy_.reset();
+    policy_final_ = false;
     const auto memory = worker_.parked_ops.get_allocator();
     client_.async_wait(net::socket_base::wait_read,
                        net::bind_allocator(memory, [self = shared_from_this()](const error_code&) {

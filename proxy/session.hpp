@@ -3,7 +3,7 @@
 #pragma once
 
 #include <boost/asio.hpp>
-#include <boost/container/deque.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include <memory>
 #include <optional>
@@ -61,8 +61,47 @@ struct backend_link {
         bool started = false;             ///< some of its answer went to the client
         bool pgpilot_sync = false;  ///< client, extended: ended by pgpilot's Sync, not the client's
     };
-    /// boost's deque allocates nothing while empty (std::deque allocates ~600 bytes at once).
-    boost::container::deque<response> queue;
+    /// A FIFO of responses that keeps its first few in place: a transaction expects one to
+    /// three (pgpilot's own statements, the client's, a WAL position query), and with
+    /// transaction pooling the link is new for each one, so a queue that allocates (a deque
+    /// allocated twice) did so for every transaction. Longer queues (a client pipelining
+    /// many queries) spill to the heap; the consumed head is dropped when it is most of it.
+    class response_queue {
+      public:
+        bool empty() const noexcept { return head_ == items_.size(); }
+        response& front() noexcept { return items_[head_]; }
+        response& back() noexcept { return items_.back(); }
+        const response& back() const noexcept { return items_.back(); }
+        auto begin() const noexcept { return items_.begin() + std::ptrdiff_t(head_); }
+        auto end() const noexcept { return items_.end(); }
+        void push_back(const response& r) {
+            if (empty()) clear();
+            items_.push_back(r);
+        }
+        void pop_front() noexcept {
+            if (++head_ == items_.size()) {
+                clear();
+            } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+                items_.erase(items_.begin(), items_.begin() + std::ptrdiff_t(head_));
+                head_ = 0;
+            }
+        }
+        void clear() noexcept {
+            items_.clear();
+            head_ = 0;
+        }
+        /// Empties it and frees what it spilled to the heap (a parked session keeps none).
+        void release() {
+            boost::container::small_vector<response, 3> none;
+            items_.swap(none);
+            head_ = 0;
+        }
+
+      private:
+        boost::container::small_vector<response, 3> items_;
+        std::size_t head_ = 0;
+    };
+    response_queue queue;
     std::size_t settings_applied = 0;  ///< entries of the session's set log run here
     bool partial_write = false;        ///< a client message was forwarded here only in part
     std::chrono::steady_clock::time_point retry_after{};  ///< after a failed connect
@@ -204,7 +243,12 @@ class session : public std::enable_shared_from_this<session> {
     void set_tx_node(int node);
     /// A ReadyForQuery went to the client: the transaction state it carries.
     void on_client_ready(char status);
-    router::function_policy policy() const;
+    /// What the classifier needs to know of functions: built once the database's volatile
+    /// functions are known, then kept (they are read once per database); rebuilt on every
+    /// call before that. Freed when the session parks.
+    const router::function_policy& policy() const;
+    mutable std::unique_ptr<router::function_policy> policy_;
+    mutable bool policy_final_ = false;
 
     /// Sends a whole message (our own errors, authentication requests...) to the client.
     net::awaitable<error_code> send_client(std::string_view bytes);

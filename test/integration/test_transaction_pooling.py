@@ -92,6 +92,30 @@ def test_session_state_keeps_the_connection(env):
 
 
 @pgpilot_only
+def test_advisory_locks_and_held_cursors_keep_the_connection(env):
+    """Session-level advisory locks and cursors WITH HOLD live on their connection: the client
+    keeps it until it leaves. A transaction-level lock, or an unlock, keeps nothing."""
+    pins = ["SELECT pg_advisory_lock(4201)", "SELECT Pg_Try_Advisory_Lock_Shared(4202)",
+            "BEGIN; DECLARE itest_held CURSOR WITH HOLD FOR SELECT 1; COMMIT"]
+    for sql in pins:
+        with env.pgpilot(**SHARED) as px, Connection(px.port, application_name=APP) as a, \
+                Connection(px.port, application_name=APP) as b:
+            a.query(sql)
+            pid_a = a.scalar("SELECT pg_backend_pid()")
+            for _ in range(3):
+                check(b.scalar("SELECT pg_backend_pid()") != pid_a, f"b gets another ({sql})")
+                check_equal(a.scalar("SELECT pg_backend_pid()"), pid_a, f"a keeps it ({sql})")
+            check("keeps its connection to node 0 until it ends" in px.log(), f"pinned: {sql}")
+    for sql in ["SELECT pg_advisory_xact_lock(4203)", "SELECT pg_advisory_unlock(4204)"]:
+        with env.pgpilot(**SHARED) as px, Connection(px.port, application_name=APP) as a, \
+                Connection(px.port, application_name=APP) as b:
+            a.query(sql)
+            check_equal(a.scalar("SELECT pg_backend_pid()"), b.scalar("SELECT pg_backend_pid()"),
+                        f"one shared connection after {sql}")
+            check("until it ends" not in px.log(), f"not pinned: {sql}")
+
+
+@pgpilot_only
 def test_cancel_reaches_the_connection_running_the_query(env):
     with env.pgpilot(**SHARED) as px, Connection(px.port, application_name=APP) as a, \
             Connection(px.port, application_name=APP) as b:
