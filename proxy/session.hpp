@@ -378,9 +378,11 @@ struct session::unit {
     bool unclassified = false;      ///< too large or unreadable to classify: primary
     bool ends_batch = false;        ///< a ReadyForQuery answers it
     bool streamed = false;          ///< its last message streams on after these bytes
-    bool copy_in = false;           ///< may start COPY FROM STDIN
-    bool continuation = false;      ///< the rest of a batch already sent in part (after Flush)
-    bool pgpilot_sync = false;      ///< continuation: pgpilot's own Sync ending the batch
+    bool copy_in = false;           ///< may start COPY FROM STDIN (classify_unit())
+    /// Its Query or Parse texts hold session state (classify_unit(); see markers_of()).
+    bool holds_session_state = false;
+    bool continuation = false;  ///< the rest of a batch already sent in part (after Flush)
+    bool pgpilot_sync = false;  ///< continuation: pgpilot's own Sync ending the batch
     // Filled by classify_unit():
     std::vector<router::statement_info> infos;  ///< the statements it runs (or parses)
     router::unit_summary summary;
