@@ -139,7 +139,7 @@ def pgbench(port, args, transactions):
     if proc.returncode != 0 or not done or (failed and int(failed.group(1)) > 0):
         raise T.BenchError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-2000:]}"
                            f"{proc.stderr[-2000:]}")
-    return int(done.group(1)), " ".join(cmd[1:])
+    return int(done.group(1)), " ".join(cmd[1:]).replace(f"-p {port} ", "-p PORT ")
 
 
 def measure(name, target, args):
