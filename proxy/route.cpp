@@ -4,7 +4,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <random>
 
@@ -72,62 +71,6 @@ admin_show admin_show_command(std::string_view text) {
     if (t[1].upper == "POOL_NODES") return admin_show::pool_nodes;
     if (t[1].upper == "POOLS") return admin_show::pools;
     return admin_show::none;
-}
-
-/// What routing looks for in a statement's text besides its class, anywhere in it (strings
-/// and comments too) and in any case; a false positive costs no wrong answer, only a
-/// connection kept or a WAL position query sent later. One pass over the text: it runs for
-/// every statement (four searches with contains_ascii_ci() cost 7 % of a pgbench -S
-/// transaction's instructions).
-struct text_markers {
-    /// Its effect outlives the transaction on that connection alone (besides what the
-    /// classifier pins: temporary objects and LISTEN): a cursor WITH HOLD or a session-level
-    /// advisory lock. "ADVISORY_LOCK" is in pg_advisory_lock, pg_try_advisory_lock and their
-    /// _shared forms, not in pg_advisory_unlock or the pg_advisory_xact_lock family, whose
-    /// locks end with the transaction.
-    bool holds_session_state = false;
-    bool copy_in = false;  ///< COPY ... FROM STDIN
-};
-
-text_markers markers_of(std::string_view text) {
-    // Whether the text at `i` is `upper_rest`, ASCII letters in any case.
-    auto at = [text](std::size_t i, std::string_view upper_rest) {
-        if (text.size() - i < upper_rest.size()) return false;
-        for (std::size_t k = 0; k < upper_rest.size(); ++k) {
-            char c = text[i + k];
-            if (c >= 'a' && c <= 'z') c = char(c - 'a' + 'A');
-            if (c != upper_rest[k]) return false;
-        }
-        return true;
-    };
-    // The bytes that may start one of the words: one table lookup for every other byte.
-    static constexpr auto starts = [] {
-        std::array<bool, 256> t{};
-        for (unsigned char c : std::string_view("WwAaCcSs"))
-            t[c] = true;
-        return t;
-    }();
-    bool with_hold = false, advisory_lock = false, copy = false, from_stdin = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (!starts[static_cast<unsigned char>(text[i])]) continue;
-        switch (text[i] | 0x20) {  // the letter in lower case
-            case 'w':
-                with_hold = with_hold || at(i + 1, "ITH HOLD");
-                break;
-            case 'a':
-                advisory_lock = advisory_lock || at(i + 1, "DVISORY_LOCK");
-                break;
-            case 'c':
-                copy = copy || at(i + 1, "OPY");
-                break;
-            case 's':
-                from_stdin = from_stdin || at(i + 1, "TDIN");
-                break;
-            default:
-                break;
-        }
-    }
-    return {with_hold || advisory_lock, copy && from_stdin};
 }
 
 }  // namespace
@@ -294,18 +237,19 @@ void session::classify_unit(unit& u) const {
             i.cls = router::statement_class::write;
     u.summary = router::summarize(infos);
     u.infos = std::move(infos);
-    auto mark = [&u](std::string_view text, bool parsed_here) {
-        const auto m = markers_of(text);
+    // Parse texts were scanned when their Parse arrived (unit::parse, prepared_statement);
+    // a bound statement counts for COPY only (its session state counted when it was parsed).
+    auto mark = [&u](const router::text_markers& m, bool parsed_here) {
         u.copy_in = u.copy_in || m.copy_in;
         u.holds_session_state = u.holds_session_state || (parsed_here && m.holds_session_state);
     };
-    if (u.query) mark(u.text, true);
+    if (u.query) mark(router::markers_of(u.text), true);
     for (const auto& p : u.parsed)
-        mark(p.text, true);
+        mark(p.markers, true);
     for (const auto& m : u.messages)
         if (m.tag == 'B')
             if (auto it = prepared_.find(m.name); it != prepared_.end())
-                mark(it->second.text, false);
+                mark(it->second.markers, false);
 }
 
 net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_transaction) {
@@ -423,7 +367,7 @@ void session::inject_statements(int node, unit& u, std::string& out) {
             make_room();
             auto frame = u.bytes.substr(m.offset, m.size);
             conn.statements[p.name] = {frame, tick};
-            prepared_[p.name] = prepared_statement{std::move(frame), p.info, p.text};
+            prepared_[p.name] = prepared_statement{std::move(frame), p.info, p.text, p.markers};
             parsed_here.push_back(p.name);
         } else if (m.tag == 'B' || (m.tag == 'D' && m.kind == 'S')) {
             if (std::find(parsed_here.begin(), parsed_here.end(), m.name) != parsed_here.end())
@@ -812,7 +756,7 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
             if (m.tag != 'P') continue;
             const auto& p = u.parsed[parse_index++];
             prepared_[p.name] =
-                prepared_statement{u.bytes.substr(m.offset, m.size), p.info, p.text};
+                prepared_statement{u.bytes.substr(m.offset, m.size), p.info, p.text, p.markers};
             protocol::append_parse_complete(answer);
         }
         protocol::append_ready_for_query(answer, client_tx_status_);

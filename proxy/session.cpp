@@ -794,7 +794,7 @@ net::awaitable<session_end> session::client_to_backend() {
                     // Braces: clang 14 (clang-tidy) has no parenthesised aggregate init.
                     batch.parsed.push_back(unit::parse{
                         std::string(parsed->name), router::classify_one(parsed->query, policy()),
-                        std::string(parsed->query)});
+                        std::string(parsed->query), router::markers_of(parsed->query)});
                 } else {
                     batch.unclassified = true;
                 }

@@ -135,6 +135,7 @@ struct prepared_statement {
     std::string parse_frame;  ///< the whole Parse message, to run it again elsewhere
     router::statement_info info;
     std::string text;
+    router::text_markers markers;  ///< of text, found when the Parse arrived
 };
 
 /// A timer on a worker's io_context: 72 bytes where net::steady_timer (any executor) takes 120,
@@ -368,6 +369,7 @@ struct session::unit {
         std::string name;
         router::statement_info info;
         std::string text;
+        router::text_markers markers;  ///< of text
     };
     std::string bytes;              ///< the client's messages, as received
     std::vector<message> messages;  ///< extended protocol, in order
@@ -379,7 +381,7 @@ struct session::unit {
     bool ends_batch = false;        ///< a ReadyForQuery answers it
     bool streamed = false;          ///< its last message streams on after these bytes
     bool copy_in = false;           ///< may start COPY FROM STDIN (classify_unit())
-    /// Its Query or Parse texts hold session state (classify_unit(); see markers_of()).
+    /// Its Query or Parse texts hold session state (classify_unit(); router::markers_of()).
     bool holds_session_state = false;
     bool continuation = false;  ///< the rest of a batch already sent in part (after Flush)
     bool pgpilot_sync = false;  ///< continuation: pgpilot's own Sync ending the batch

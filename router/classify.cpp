@@ -1311,6 +1311,41 @@ class lexer_lease {
 
 }  // namespace
 
+text_markers markers_of(std::string_view text) {
+    // Whether the text after `i` is `upper_rest`.
+    auto at = [text](std::size_t i, std::string_view upper_rest) {
+        return starts_with_ascii_ci(text.substr(i), upper_rest);
+    };
+    // The bytes that may start one of the words: one table lookup for every other byte.
+    static constexpr auto starts = [] {
+        std::array<bool, 256> t{};
+        for (unsigned char c : std::string_view("WwAaCcSs"))
+            t[c] = true;
+        return t;
+    }();
+    bool with_hold = false, advisory_lock = false, copy = false, from_stdin = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (!starts[static_cast<unsigned char>(text[i])]) continue;
+        switch (text[i] | 0x20) {  // the letter in lower case
+            case 'w':
+                with_hold = with_hold || at(i + 1, "ITH HOLD");
+                break;
+            case 'a':
+                advisory_lock = advisory_lock || at(i + 1, "DVISORY_LOCK");
+                break;
+            case 'c':
+                copy = copy || at(i + 1, "OPY");
+                break;
+            case 's':
+                from_stdin = from_stdin || at(i + 1, "TDIN");
+                break;
+            default:
+                break;
+        }
+    }
+    return {with_hold || advisory_lock, copy && from_stdin};
+}
+
 std::vector<statement_info> classify(std::string_view query, const function_policy& policy,
                                      const lex_options& lex) {
     const lexer_lease q(query, lex);

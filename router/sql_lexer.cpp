@@ -562,6 +562,11 @@ std::string identifier_value(const token& t) {
     return out;
 }
 
+bool starts_with_ascii_ci(std::string_view text, std::string_view upper_word) {
+    return text.size() >= upper_word.size() &&
+           iequals_ascii(text.substr(0, upper_word.size()), upper_word);
+}
+
 bool contains_ascii_ci(std::string_view text, std::string_view upper_word) {
     if (upper_word.empty()) return true;
     if (text.size() < upper_word.size()) return false;
@@ -580,7 +585,7 @@ bool contains_ascii_ci(std::string_view text, std::string_view upper_word) {
     std::size_t at_low = low == up ? starts : find(low, 0);
     while (at_up < starts || at_low < starts) {
         const std::size_t i = std::min(at_up, at_low);
-        if (iequals_ascii(text.substr(i + 1, rest.size()), rest)) return true;
+        if (starts_with_ascii_ci(text.substr(i + 1), rest)) return true;
         if (i == at_up)
             at_up = find(up, i + 1);
         else

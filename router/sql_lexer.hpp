@@ -128,5 +128,8 @@ std::string identifier_value(const token& t);
 /// Whether `text` contains `upper_word` (given in upper case), ASCII letters of `text` in any
 /// case; no copy of `text` is made.
 bool contains_ascii_ci(std::string_view text, std::string_view upper_word);
+/// Whether `text` begins with `upper_word` (given in upper case), ASCII letters of `text` in
+/// any case.
+bool starts_with_ascii_ci(std::string_view text, std::string_view upper_word);
 
 }  // namespace pgpilot::router

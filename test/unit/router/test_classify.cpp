@@ -736,3 +736,25 @@ TEST_CASE("classify: a 200-character SELECT is fast", "[router][classify][perf]"
     CHECK(ns < 20000);  // a loose bound, so that a loaded CI machine does not fail it
 #endif
 }
+
+TEST_CASE("classify: markers of session state and COPY FROM STDIN in the text",
+          "[router][classify]") {
+    auto held = [](std::string_view t) { return markers_of(t).holds_session_state; };
+    auto copy = [](std::string_view t) { return markers_of(t).copy_in; };
+    CHECK(held("SELECT pg_advisory_lock(1)"));
+    CHECK(held("select Pg_Try_Advisory_Lock_Shared(2)"));
+    CHECK(held("DECLARE c CURSOR with hold FOR SELECT 1"));
+    CHECK_FALSE(held("SELECT pg_advisory_xact_lock(1)"));
+    CHECK_FALSE(held("SELECT pg_advisory_unlock(1)"));
+    CHECK_FALSE(held("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+    CHECK_FALSE(held("with  hold"));
+    CHECK(held("ADVISORY_LOCK"));  // a match that ends the text
+    CHECK_FALSE(held("ADVISORY_LOC"));
+    CHECK(copy("copy t FROM stdin"));
+    CHECK(copy("COPY t (a) FROM STDIN WITH (FORMAT csv)"));
+    CHECK_FALSE(copy("COPY t TO STDOUT"));
+    CHECK_FALSE(copy("SELECT 'stdin'"));
+    CHECK_FALSE(copy(""));
+    // Only ASCII letters fold: a byte above 0x7f starts nothing.
+    CHECK_FALSE(held("\xd7ITH HOLD"));
+}
