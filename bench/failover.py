@@ -654,7 +654,7 @@ def report(args, results, kinds, meta):
         "## How this was measured",
         "",
         f"- Command: `{meta['command']}`, under `nice -n {meta['nice']}`.",
-        f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}, "
+        f"- Machine: {T.machine_text(m)}, "
         "shared with other engineers' builds and test suites while this ran. Load average (1, 5, 15 "
         f"min) at the start {', '.join(f'{x:.2f}' for x in la0)}, at the end "
         f"{', '.join(f'{x:.2f}' for x in la1)}. \"CPU: other jobs / the benchmark\": shares of the "
@@ -664,7 +664,7 @@ def report(args, results, kinds, meta):
         "killed primary's until the kill), from /proc (bench/targets.py CpuMeter).",
         f"- Revision: {meta['revision']}; pgpilot binary {meta['pgpilot']}"
         + (f" ({meta['note']})" if meta.get("note") else "") + ".",
-        "- Packages (Debian 12): " + ", ".join(f"{p} {v}" for p, v in meta["packages"].items()) + ".",
+        f"- Packages (Debian 12): {T.packages_text(meta['packages'])}.",
         "- Each run: a fresh cluster from test/integration/pgcluster.py (primary, standby1, standby2 on "
         "127.0.0.1; fsync off, synchronous_commit off, asynchronous streaming replication without "
         f"slots), database `{DB}` with `pgbench -i -s 1` and a table `{TABLE} (i bigint)`, replayed "

@@ -363,9 +363,9 @@ def report(args, results, meta):
             f"{after_close} |")
     lines += ["", "## How this was measured", "",
               f"- Command: `{meta['command']}`",
-              f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}.",
+              f"- Machine: {T.machine_text(m)}.",
               f"- Revision: {meta['revision']}; pgpilot binary {meta['pgpilot']}.",
-              "- Packages (Debian 12): " + ", ".join(f"{p} {v}" for p, v in meta["packages"].items()) + ".",
+              f"- Packages (Debian 12): {T.packages_text(meta['packages'])}.",
               "- Server: test/integration/pgcluster.py, one PostgreSQL 15 on 127.0.0.1 (trust "
               f"authentication), database `{DB}` (empty).",
               "- Targets (a fresh process for each measurement, that is for each round, target and "

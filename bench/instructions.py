@@ -131,15 +131,13 @@ def instructions_in(log):
 
 
 def pgbench(port, args, transactions):
-    cmd = (["pgbench", "-h", T.HOST, "-p", str(port), "-U", T.SUPERUSER, "-n", "-c", str(args.clients),
-            "-j", str(args.threads), "-t", str(transactions)] + shlex.split(args.pgbench_args) + [DB])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=T.client_env(), timeout=3600)
-    done = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
-    failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
-    if proc.returncode != 0 or not done or (failed and int(failed.group(1)) > 0):
-        raise T.BenchError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-2000:]}"
-                           f"{proc.stderr[-2000:]}")
-    return int(done.group(1)), " ".join(cmd[1:]).replace(f"-p {port} ", "-p PORT ")
+    """Runs `transactions` per client; (transactions processed, the command without its port)."""
+    extra = ["-n"] + shlex.split(args.pgbench_args)
+    _, done = T.run_pgbench_counted(port, DB, args.clients, args.threads, None, extra, select_only=False,
+                                    transactions=transactions, timeout=3600)
+    command = " ".join(["-h", T.HOST, "-p", "PORT", "-U", T.SUPERUSER, "-c", str(args.clients), "-j",
+                        str(args.threads), "-t", str(transactions)] + extra + [DB])
+    return done, command
 
 
 def measure(name, target, args):
@@ -155,12 +153,11 @@ def measure(name, target, args):
 
 
 def report(args, results, meta):
-    m = meta["machine"]
     lines = [f"# Instructions per transaction, {meta['date']}", "",
              f"- Command: `{meta['command']}`",
              f"- Revision: {meta['revision']}",
-             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}",
-             "- Packages (Debian 12): " + ", ".join(f"{p} {v}" for p, v in meta["packages"].items()), "",
+             f"- Machine: {T.machine_text(meta['machine'])}",
+             f"- Packages (Debian 12): {T.packages_text(meta['packages'])}", "",
              "Each pooler under `valgrind --tool=callgrind --instr-atstart=no`, transaction pooling, "
              f"pool size {args.pool_size}, in front of one PostgreSQL 15 primary (pgbench scale {args.scale}); "
              "instrumentation on only during the counted pgbench run (after a warm-up run of a tenth as "

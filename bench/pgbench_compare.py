@@ -327,7 +327,7 @@ def report(args, cluster, running, failed_to_start, results, meta):
         "## How this was measured",
         "",
         f"- Command: `{meta['command']}`",
-        f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}. "
+        f"- Machine: {T.machine_text(m)}. "
         f"Load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in la0)}, "
         f"at the end {', '.join(f'{x:.2f}' for x in la1)}.",
         f"- Everything runs on this one machine and shares its {m['cores']} cores: the three PostgreSQL "
@@ -336,7 +336,7 @@ def report(args, cluster, running, failed_to_start, results, meta):
         "with each other under the same conditions; they are not what any of them does on "
         "dedicated hardware.",
         f"- Revision: {meta['revision']}; pgpilot binary {meta['pgpilot']}.",
-        "- Packages (Debian 12): " + ", ".join(f"{p} {v}" for p, v in meta["packages"].items()) + ".",
+        f"- Packages (Debian 12): {T.packages_text(meta['packages'])}.",
         f"- Cluster: test/integration/pgcluster.py, a PostgreSQL 15 primary and 2 streaming hot "
         "standbys on 127.0.0.1 (fsync off, shared_buffers 16MB, max_connections 200), "
         f"database `{DB}` made by `pgbench -i -s {args.scale}` on the primary; the standbys had "

@@ -392,13 +392,13 @@ def report(args, results, running, failed_to_start, meta):
         "## How this was measured",
         "",
         f"- Command: `{meta['command']}`",
-        f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}; "
+        f"- Machine: {T.machine_text(m)}; "
         f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in la0)}, "
         f"at the end {', '.join(f'{x:.2f}' for x in la1)}. Everything (PostgreSQL, the poolers, pgbench) "
         "shares these cores with whatever else runs on the machine; compare targets within this "
         "report, not figures across reports.",
         f"- Revision: {meta['revision']}; pgpilot binary {meta['pgpilot']}.",
-        "- Packages (Debian 12): " + ", ".join(f"{p} {v}" for p, v in meta["packages"].items()) + ".",
+        f"- Packages (Debian 12): {T.packages_text(meta['packages'])}.",
         f"- Cluster: test/integration/pgcluster.py, one PostgreSQL 15 server on 127.0.0.1, no standbys "
         f"(fsync off, synchronous_commit off, shared_buffers 16MB, trust), max_connections raised to "
         f"{args.max_connections} (ALTER SYSTEM and a restart) so that {args.many_clients} direct clients fit; "

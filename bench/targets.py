@@ -226,15 +226,20 @@ def run_pgbench(port, db, clients, threads, duration, extra, host=HOST, select_o
     return run_pgbench_counted(port, db, clients, threads, duration, extra, host, select_only)[0]
 
 
-def run_pgbench_counted(port, db, clients, threads, duration, extra, host=HOST, select_only=True):
-    """run_pgbench(), returning (TPS, transactions processed)."""
+def run_pgbench_counted(port, db, clients, threads, duration, extra, host=HOST, select_only=True,
+                        transactions=None, timeout=None):
+    """run_pgbench(), returning (TPS, transactions processed). With `transactions`, each client
+    runs that many (-t) instead of running for `duration` seconds (-T); `timeout` defaults to
+    duration + 120 s."""
+    length = ["-t", str(transactions)] if transactions is not None else ["-T", str(duration)]
     cmd = ["pgbench", "-h", host, "-p", str(port), "-U", SUPERUSER, *(["-S"] if select_only else []),
-           "-c", str(clients), "-j", str(threads), "-T", str(duration), *extra, db]
+           "-c", str(clients), "-j", str(threads), *length, *extra, db]
+    timeout = timeout if timeout is not None else duration + 120
     try:
         proc = subprocess.run(cmd, env=client_env(), capture_output=True, text=True, errors="replace",
-                              timeout=duration + 120)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"pgbench did not finish within {duration + 120}s") from None
+        raise BenchError(f"pgbench did not finish within {timeout}s") from None
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise BenchError(f"pgbench exited {proc.returncode}:\n{out[-2000:]}")
@@ -246,6 +251,17 @@ def run_pgbench_counted(port, db, clients, threads, duration, extra, host=HOST, 
         raise BenchError(f"pgbench reported failed transactions:\n{out[-2000:]}")
     done = re.search(r"^number of transactions actually processed: (\d+)", out, re.M)
     return float(m.group(1)), int(done.group(1)) if done else None
+
+
+def machine_text(machine):
+    """machine_info() for a report: "2 cores (AMD EPYC), 24 GiB, Linux 6.1.0"."""
+    m = machine
+    return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}"
+
+
+def packages_text(packages):
+    """package_versions() for a report: "postgresql-15 15.18-0+deb12u1, pgbouncer 1.18.0-1"."""
+    return ", ".join(f"{p} {v}" for p, v in packages.items())
 
 
 def run_init(port, db, scale, host=HOST):
