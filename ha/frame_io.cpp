@@ -2,10 +2,81 @@
 
 #include <sys/socket.h>
 
+#include <boost/version.hpp>
+
 #include <cerrno>
 #include <tuple>
 
 namespace pgpilot {
+
+// Boost.Asio's epoll reactor keeps, per descriptor, whether the next operation of a kind may
+// be tried at once (try_speculative_). It sets it after every readiness event and clears it
+// only after a read of 0 bytes, so every async_read_some starts with a recv even when the last
+// one just drained the socket. expect_empty() clears it for reads after a short read, as the
+// reactor itself does after end-of-file: the next event for the descriptor sets it again, and
+// data that arrives after the short read always brings one (edge-triggered registration,
+// under the descriptor's lock), so no wakeup is lost. The members are private; an explicit
+// template instantiation may name them ([temp.spec.general]/6), which is how this reaches
+// them. Built for the reactor of Boost 1.81 (checked below): another version falls back to
+// doing nothing.
+namespace {
+#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && \
+    !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+using reactor = net::detail::epoll_reactor;
+using descriptor_state = reactor::descriptor_state;
+
+template <class Tag, typename Tag::type Member>
+struct member_access {
+    friend typename Tag::type member_of(Tag) { return Member; }
+};
+struct speculative_tag {
+    using type = bool (descriptor_state::*)[reactor::max_ops];
+    friend type member_of(speculative_tag);
+};
+struct mutex_tag {
+    using type = net::detail::conditionally_enabled_mutex descriptor_state::*;
+    friend type member_of(mutex_tag);
+};
+template struct member_access<speculative_tag, &descriptor_state::try_speculative_>;
+template struct member_access<mutex_tag, &descriptor_state::mutex_>;
+
+/// The socket's implementation (a protected member of basic_socket, named through a class
+/// derived from it).
+struct socket_access : stream {
+    static auto& implementation(stream& s) {
+        return (s.*(&socket_access::impl_)).get_implementation();
+    }
+};
+
+void clear_read_speculation(stream& s) {
+    descriptor_state* state = socket_access::implementation(s).reactor_data_;
+    if (state == nullptr) return;
+    net::detail::conditionally_enabled_mutex::scoped_lock lock(state->*member_of(mutex_tag{}));
+    (state->*member_of(speculative_tag{}))[reactor::read_op] = false;
+}
+
+bool read_speculation_off(stream& s) {
+    descriptor_state* state = socket_access::implementation(s).reactor_data_;
+    if (state == nullptr) return false;
+    net::detail::conditionally_enabled_mutex::scoped_lock lock(state->*member_of(mutex_tag{}));
+    return !(state->*member_of(speculative_tag{}))[reactor::read_op];
+}
+#else
+void clear_read_speculation(stream&) {}
+bool read_speculation_off(stream&) {
+    return false;
+}
+#endif
+}  // namespace
+
+void expect_empty(stream& s) {
+    clear_read_speculation(s);
+}
+
+bool known_empty(stream& s) {
+    const auto* io = s.get_executor().target<net::io_context::executor_type>();
+    return io != nullptr && io->running_in_this_thread() && read_speculation_off(s);
+}
 
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);

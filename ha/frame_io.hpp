@@ -52,6 +52,24 @@ class frame_reader {
 /// when the peer closed. For a reader that borrows its buffer only while bytes keep coming.
 std::pair<error_code, std::size_t> read_available(stream& s, void* data, std::size_t size);
 
+/// Tells the event loop that the last read emptied `s` (it returned less than it asked for)
+/// and that the peer has no reason to close now: the next asynchronous read on `s` waits for
+/// epoll to report data instead of first trying a recv that would fail with EAGAIN. In a
+/// request-response protocol that recv almost always fails, and on a virtual machine a failed
+/// system call costs more than a microsecond. A short read does not show whether the peer's
+/// close came with the bytes: epoll reports that close once, with them, and it would then be
+/// seen only when `s` is next written to. Callers use this only where the protocol says
+/// nothing more is coming (a server that has answered everything it was asked, a client that
+/// waits for an answer), and right after the read completes, before the coroutine waits for
+/// anything: an event the loop takes in meanwhile would be cleared with it and lost.
+void expect_empty(stream& s);
+
+/// True when nothing has arrived on `s` since a read emptied it and expect_empty() was called:
+/// the event loop that owns `s` has seen no readiness event since. Only that loop's thread can
+/// know; elsewhere, or when unknown, false. (A read of 0 bytes, end-of-file, also leaves the
+/// flag clear: callers ask only about connections whose reader has not seen one.)
+bool known_empty(stream& s);
+
 /// Sends what `s` takes now without waiting: (would_block, 0) when it takes nothing. The
 /// caller makes sure no asynchronous write on `s` is under way (the bytes would interleave).
 std::pair<error_code, std::size_t> write_available(stream& s, const void* data, std::size_t size);

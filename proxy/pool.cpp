@@ -53,6 +53,9 @@ std::string pool_key(int node, const ha::startup_params& params) {
 }
 
 bool looks_closed(ha::backend_connection& conn) {
+    // The last read emptied the socket and its event loop has had no word from it since: a
+    // close or unsolicited data would have brought one. No need to ask the kernel.
+    if (known_empty(conn.socket)) return false;
     char byte;
     ssize_t n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) return true;                            // orderly close

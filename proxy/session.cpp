@@ -632,6 +632,24 @@ namespace {
 /// primary (or to where its batch goes) and streams through in pieces.
 constexpr std::size_t max_routed_message = std::size_t{1024} * 1024;
 
+/// Whether `bytes`, from a message boundary, end right after a whole message the server
+/// always answers (Query, Sync, FunctionCall, CopyDone, CopyFail): the client waits for that
+/// answer, and if it closed along with sending it, writing the answer brings back a reset that
+/// epoll reports. After anything else (COPY data, a batch without Sync) nothing is written to
+/// the client, and a close that came with the bytes would go unseen (see expect_empty()).
+bool ends_with_answered_message(std::string_view bytes) {
+    char last = 0;
+    std::size_t pos = 0;
+    while (pos < bytes.size()) {
+        const auto h = protocol::parse_frame_header(protocol::as_bytes(bytes.substr(pos)));
+        if (h.status != protocol::frame_status::header || bytes.size() - pos < h.total())
+            return false;
+        last = h.tag;
+        pos += h.total();
+    }
+    return last == 'Q' || last == 'S' || last == 'F' || last == 'c' || last == 'f';
+}
+
 }  // namespace
 
 // Frontend messages are checked (type and length), grouped into units (a Query, a
@@ -873,6 +891,9 @@ net::awaitable<session_end> session::client_to_backend() {
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
             if (!ec) in.append(first.data(), n);
             read_at_once = n == first.size();
+            // Before anything else runs on this event loop (see expect_empty()).
+            if (!ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
+                expect_empty(client_);
             if (std::exchange(park_requested_, false) && is_cancelled(ec) &&
                 (co_await net::this_coro::cancellation_state).cancelled() ==
                     net::cancellation_type::none) {
@@ -887,6 +908,8 @@ net::awaitable<session_end> session::client_to_backend() {
             std::tie(ec, n) = read_available(client_, buf.data(), relay_buffer_size);
             if (!ec) in.append(buf.chars(), n);
             read_at_once = n == relay_buffer_size;
+            if (!ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
+                expect_empty(client_);
             if (ec == net::error::would_block) continue;  // that was all
         }
         if (ec) {
@@ -935,12 +958,15 @@ net::awaitable<session_end> session::backend_to_client() {
         }
         error_code ec;
         std::size_t n = 0;
+        bool drained = false;  // the read left nothing in the socket (it did not fill the buffer)
         if (buf) {
             std::tie(ec, n) = co_await link.conn->socket.async_read_some(
                 net::buffer(buf.data() + filled, relay_buffer_size - filled), use_tuple);
+            drained = n < relay_buffer_size - filled;
         } else {
             std::tie(ec, n) =
                 co_await link.conn->socket.async_read_some(net::buffer(first), use_tuple);
+            drained = n < first.size();
             if (!ec) {
                 buf = worker_.buffers.take();  // filled is 0 without a buffer
                 std::memcpy(buf.data(), first.data(), n);
@@ -998,6 +1024,7 @@ net::awaitable<session_end> session::backend_to_client() {
             if (out != from) std::memmove(buf.data() + out, buf.data() + from, len);
             out += len;
         };
+        char last_tag = 0;
         while (pos < filled) {
             if (skip > 0) {
                 auto take = std::size_t(std::min<std::uint64_t>(skip, filled - pos));
@@ -1017,6 +1044,7 @@ net::awaitable<session_end> session::backend_to_client() {
                 end_detail_ = fmt::format("invalid message type {} from backend", int(h.tag));
                 co_return session_end::backend_protocol_violation;
             }
+            last_tag = h.tag;
             using kind = backend_link::response::kind;
             auto* front = link.queue.empty() ? nullptr : &link.queue.front();
             const bool hidden = front && front->k != kind::client;
@@ -1102,6 +1130,17 @@ net::awaitable<session_end> session::backend_to_client() {
                 skip_drop = drop;
                 pos = filled;
             }
+        }
+        if (drained && last_tag == 'Z' && pos == filled && skip == 0 && link.queue.empty() &&
+            link.conn && link.unsolicited_fatal.empty() && !backend_sent_fatal_) {
+            // Everything sent has been answered and the read ended on that ReadyForQuery: the
+            // server has nothing more to say until it is asked again, so its next read waits
+            // for epoll instead of trying a recv that fails, and the pool need not peek at the
+            // connection (expect_empty(), known_empty()). Not after other reads: a close that
+            // came with the bytes (a FATAL, a crash mid-answer) is reported once, with them. A
+            // close right behind this ReadyForQuery shows when the connection is next written
+            // to (the reset that answers). Called before the write below waits.
+            expect_empty(link.conn->socket);
         }
         if (out > 0) {
             while (local_writing_)
