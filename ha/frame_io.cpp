@@ -4,7 +4,9 @@
 
 #include <boost/version.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <tuple>
 
 namespace pgpilot {
@@ -83,25 +85,31 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 }
 
 net::awaitable<error_code> frame_reader::fill(stream& s) {
-    if (start_ > 0 && start_ == buf_.size()) {
-        buf_.clear();
-        start_ = 0;
+    constexpr std::size_t least_read = 8192;
+    if (start_ == end_) {
+        start_ = end_ = 0;
     } else if (start_ > 4096) {
-        buf_.erase(0, start_);
+        std::memmove(buf_.get(), buf_.get() + start_, end_ - start_);
+        end_ -= start_;
         start_ = 0;
     }
-    std::size_t old = buf_.size();
-    std::size_t want = std::max<std::size_t>(8192, buf_.capacity() - old);
-    buf_.resize(old + want);
-    auto [ec, n] = co_await s.async_read_some(net::buffer(buf_.data() + old, want), use_tuple);
-    buf_.resize(old + n);
+    if (capacity_ - end_ < least_read) {
+        const std::size_t grown = std::max(end_ + least_read, 2 * capacity_);
+        auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+        if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
+        buf_ = std::move(bigger);
+        capacity_ = grown;
+    }
+    auto [ec, n] =
+        co_await s.async_read_some(net::buffer(buf_.get() + end_, capacity_ - end_), use_tuple);
+    end_ += n;
     co_return ec;
 }
 
 std::string frame_reader::take_pending() {
-    std::string out = buf_.substr(start_);
-    std::string().swap(buf_);
-    start_ = 0;
+    std::string out(buf_.get() + start_, end_ - start_);
+    buf_.reset();
+    capacity_ = start_ = end_ = 0;
     return out;
 }
 

@@ -29,10 +29,8 @@ inline std::uint16_t read_u16(const std::byte* p) {
     return std::uint16_t((std::uint32_t(p[0]) << 8) | std::uint32_t(p[1]));
 }
 inline void append_u32(std::string& out, std::uint32_t v) {
-    out.push_back(char(v >> 24));
-    out.push_back(char(v >> 16));
-    out.push_back(char(v >> 8));
-    out.push_back(char(v));
+    const char bytes[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+    out.append(bytes, 4);
 }
 inline void append_u16(std::string& out, std::uint16_t v) {
     out.push_back(char(v >> 8));

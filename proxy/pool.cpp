@@ -43,11 +43,24 @@ std::string group_key(int node, std::string_view user, std::string_view database
 std::string pool_key(int node, const ha::startup_params& params) {
     // Sorted, and each name and value length-prefixed, so that no two different parameter
     // sets share a key whatever characters their values hold.
-    auto sorted = params;
-    std::sort(sorted.begin(), sorted.end());
+    std::vector<const std::pair<std::string, std::string>*> sorted;
+    sorted.reserve(params.size());
+    std::size_t size = 8;
+    for (const auto& p : params) {
+        sorted.push_back(&p);
+        size += p.first.size() + p.second.size() + 24;
+    }
+    std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return *a < *b; });
     std::string key = std::to_string(node);
-    for (const auto& [k, v] : sorted) {
-        key += fmt::format("|{}:{}{}:{}", k.size(), k, v.size(), v);
+    key.reserve(size);
+    for (const auto* p : sorted) {
+        key += '|';
+        key += std::to_string(p->first.size());
+        key += ':';
+        key += p->first;
+        key += std::to_string(p->second.size());
+        key += ':';
+        key += p->second;
     }
     return key;
 }

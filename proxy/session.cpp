@@ -608,6 +608,7 @@ net::awaitable<session_end> session::attach_backend() {
 
     shared_.cancels.set(proxy_pid_, proxy_key_, cancel);
     std::string hello;
+    hello.reserve(512);
     for (const auto& [k, v] : server_params)
         protocol::append_parameter_status(hello, k, v);
     protocol::append_backend_key_data(hello, proxy_pid_, proxy_key_);
