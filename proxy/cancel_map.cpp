@@ -43,10 +43,15 @@ std::pair<std::uint32_t, std::uint32_t> cancel_map::allocate() {
     }
 }
 
-void cancel_map::set(std::uint32_t pid, std::uint32_t key, std::optional<cancel_target> target) {
+void cancel_map::set(std::uint32_t pid, std::uint32_t key, const cancel_target& target) {
     auto& s = shard_for(pid);
     std::lock_guard lock(s.mutex);
-    s.entries[pid] = entry{key, std::move(target)};
+    auto& e = s.entries[pid];
+    e.key = key;
+    if (e.target)
+        *e.target = target;  // the address's host string keeps its buffer
+    else
+        e.target = target;
 }
 
 void cancel_map::release(std::uint32_t pid) {

@@ -26,8 +26,10 @@ class cancel_map {
   public:
     /// A new client identity: a process id unique among live sessions and a random key.
     std::pair<std::uint32_t, std::uint32_t> allocate();
-    /// Points a client's key at the backend it uses now (or clears it with nullopt).
-    void set(std::uint32_t pid, std::uint32_t key, std::optional<cancel_target> target);
+    /// Points a client's key at the backend it uses now; a target with pid 0 says that nothing
+    /// of the client runs anywhere (transaction pooling, between transactions). Twice per
+    /// transaction in transaction pooling: the target is assigned in place.
+    void set(std::uint32_t pid, std::uint32_t key, const cancel_target& target);
     void release(std::uint32_t pid);
     /// The target for a CancelRequest, only when both pid and key match (a wrong key is
     /// ignored silently, as PostgreSQL does).

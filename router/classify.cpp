@@ -1312,38 +1312,36 @@ class lexer_lease {
 }  // namespace
 
 text_markers markers_of(std::string_view text) {
-    // Whether the text after `i` is `upper_rest`.
-    auto at = [text](std::size_t i, std::string_view upper_rest) {
-        return starts_with_ascii_ci(text.substr(i), upper_rest);
+    // Whether the text from `i` is `upper` (the caller has checked that `i` is in the text).
+    auto at = [text](std::size_t i, std::string_view upper) {
+        return starts_with_ascii_ci(text.substr(i), upper);
     };
-    // The bytes that may start one of the words: one table lookup for every other byte.
-    static constexpr auto starts = [] {
+    // Each word is found from a letter that few SQL words have (W of WITH HOLD, V of ADVISORY,
+    // Y of COPY): one table lookup per byte, and a comparison at a handful of places.
+    static constexpr auto anchors = [] {
         std::array<bool, 256> t{};
-        for (unsigned char c : std::string_view("WwAaCcSs"))
+        for (unsigned char c : std::string_view("WwVvYy"))
             t[c] = true;
         return t;
     }();
-    bool with_hold = false, advisory_lock = false, copy = false, from_stdin = false;
+    bool with_hold = false, advisory_lock = false, copy = false;
     for (std::size_t i = 0; i < text.size(); ++i) {
-        if (!starts[static_cast<unsigned char>(text[i])]) continue;
+        if (!anchors[static_cast<unsigned char>(text[i])]) continue;
         switch (text[i] | 0x20) {  // the letter in lower case
             case 'w':
-                with_hold = with_hold || at(i + 1, "ITH HOLD");
+                with_hold = with_hold || at(i, "WITH HOLD");
                 break;
-            case 'a':
-                advisory_lock = advisory_lock || at(i + 1, "DVISORY_LOCK");
+            case 'v':
+                advisory_lock = advisory_lock || (i >= 2 && at(i - 2, "ADVISORY_LOCK"));
                 break;
-            case 'c':
-                copy = copy || at(i + 1, "OPY");
-                break;
-            case 's':
-                from_stdin = from_stdin || at(i + 1, "TDIN");
+            case 'y':
+                copy = copy || (i >= 3 && at(i - 3, "COPY"));
                 break;
             default:
                 break;
         }
     }
-    return {with_hold || advisory_lock, copy && from_stdin};
+    return {with_hold || advisory_lock, copy && contains_ascii_ci(text, "STDIN")};
 }
 
 std::vector<statement_info> classify(std::string_view query, const function_policy& policy,

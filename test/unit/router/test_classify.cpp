@@ -755,6 +755,9 @@ TEST_CASE("classify: markers of session state and COPY FROM STDIN in the text",
     CHECK_FALSE(copy("COPY t TO STDOUT"));
     CHECK_FALSE(copy("SELECT 'stdin'"));
     CHECK_FALSE(copy(""));
+    CHECK_FALSE(copy("y FROM STDIN"));  // a Y too near the start to end COPY
+    CHECK(copy("SELECT 1; COPY t FROM STDIN"));
+    CHECK(held("v; SELECT pg_advisory_lock(1)"));
     // Only ASCII letters fold: a byte above 0x7f starts nothing.
     CHECK_FALSE(held("\xd7ITH HOLD"));
 }
