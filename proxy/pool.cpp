@@ -66,8 +66,11 @@ std::string pool_key(int node, const ha::startup_params& params) {
 }
 
 bool looks_closed(ha::backend_connection& conn) {
-    // The last read emptied the socket and its event loop has had no word from it since: a
-    // close or unsolicited data would have brought one. No need to ask the kernel.
+    // The server answered everything on this connection and its event loop has had no word
+    // from it since: a close or unsolicited data would have brought one, so no need to ask the
+    // kernel. (A close in the same instant as the last answer is not seen here; the next
+    // write's reset shows it, and that client gets an error, as with a close just after a
+    // peek.)
     if (known_empty(conn.socket)) return false;
     char byte;
     ssize_t n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
