@@ -875,7 +875,8 @@ net::awaitable<session_end> session::client_to_backend() {
                                      ? std::chrono::steady_clock::now()
                                      : std::chrono::steady_clock::time_point{};
             const auto space = net::buffer(first);
-            if (limit.count() > 0) {
+            const bool plain_read = limit.count() == 0;
+            if (!plain_read) {
                 net::steady_timer t(client_.get_executor(), limit);
                 auto r =
                     co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
@@ -892,8 +893,10 @@ net::awaitable<session_end> session::client_to_backend() {
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
             if (!ec) in.append(first.data(), n);
             read_at_once = n == first.size();
-            // Before anything else runs on this event loop (see expect_empty()).
-            if (!ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
+            // Right after the read, before anything else runs on this event loop (see
+            // expect_empty()). Not after the read raced against a timer: the coroutine resumes
+            // only once the timer's cancellation has run.
+            if (plain_read && !ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
                 expect_empty(client_);
             if (std::exchange(park_requested_, false) && is_cancelled(ec) &&
                 (co_await net::this_coro::cancellation_state).cancelled() ==
