@@ -14,10 +14,11 @@ namespace pgpilot {
 // Boost.Asio's epoll reactor keeps, per descriptor, whether the next operation of a kind may
 // be tried at once (try_speculative_). It sets it after every readiness event and clears it
 // only after a read of 0 bytes, so every async_read_some starts with a recv even when the last
-// one just drained the socket. expect_empty() clears it for reads after a short read, as the
-// reactor itself does after end-of-file: the next event for the descriptor sets it again, and
-// data that arrives after the short read always brings one (edge-triggered registration,
-// under the descriptor's lock), so no wakeup is lost. The members are private; an explicit
+// one just drained the socket. expect_empty() clears it for reads, as the reactor itself does
+// after end-of-file, where the caller knows the peer has nothing more to send (see
+// frame_io.hpp): the next event for the descriptor sets it again, and data that arrives after
+// the read always brings one (edge-triggered registration, under the descriptor's lock), so
+// no wakeup is lost. The members are private; an explicit
 // template instantiation may name them ([temp.spec.general]/6), which is how this reaches
 // them. Built for the reactor of Boost 1.81 (checked below): another version falls back to
 // doing nothing.

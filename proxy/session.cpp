@@ -667,6 +667,12 @@ net::awaitable<session_end> session::client_to_backend() {
     unit batch;                 // the extended-protocol batch being collected
     std::uint64_t skip = 0;     // bytes of a message still to stream to skip_node
     int skip_node = -1;
+    // After a read that did not fill its buffer, and before anything else runs on this event
+    // loop: a client that now waits for an answer has nothing more to send (see
+    // expect_empty(), ends_with_answered_message()).
+    auto note_drained = [&] {
+        if (skip == 0 && ends_with_answered_message(in)) expect_empty(client_);
+    };
     for (;;) {
         std::size_t pos = 0;
         while (pos < in.size()) {
@@ -893,11 +899,9 @@ net::awaitable<session_end> session::client_to_backend() {
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
             if (!ec) in.append(first.data(), n);
             read_at_once = n == first.size();
-            // Right after the read, before anything else runs on this event loop (see
-            // expect_empty()). Not after the read raced against a timer: the coroutine resumes
-            // only once the timer's cancellation has run.
-            if (plain_read && !ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
-                expect_empty(client_);
+            // Not after the read raced against a timer: the coroutine resumes only once the
+            // timer's cancellation has run.
+            if (plain_read && !ec && !read_at_once) note_drained();
             if (std::exchange(park_requested_, false) && is_cancelled(ec) &&
                 (co_await net::this_coro::cancellation_state).cancelled() ==
                     net::cancellation_type::none) {
@@ -912,8 +916,7 @@ net::awaitable<session_end> session::client_to_backend() {
             std::tie(ec, n) = read_available(client_, buf.data(), relay_buffer_size);
             if (!ec) in.append(buf.chars(), n);
             read_at_once = n == relay_buffer_size;
-            if (!ec && !read_at_once && skip == 0 && ends_with_answered_message(in))
-                expect_empty(client_);
+            if (!ec && !read_at_once) note_drained();
             if (ec == net::error::would_block) continue;  // that was all
         }
         if (ec) {
