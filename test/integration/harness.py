@@ -181,6 +181,7 @@ class Pgpilot:
             self.print_log()
             raise
         if exc_type is not None:
+            print_failure(exc)
             self.print_log()
         return False
 
@@ -241,6 +242,13 @@ class Pgpilot:
         print("----- end of pgpilot log -----", flush=True)
 
 
+def print_failure(exc):
+    """Names the failure before a process log is printed: CI shows the head and the tail of a
+    long output, and the traceback at the end may be cut off with the middle."""
+    if exc is not None:
+        print(f"----- the test failed: {type(exc).__name__}: {exc} -----", flush=True)
+
+
 def ha_watch_binary(pgpilot_binary):
     """PGPILOT_HA_WATCH (set by ctest), else next to the build's test binaries."""
     path = os.environ.get("PGPILOT_HA_WATCH")
@@ -283,6 +291,7 @@ class HaWatch:
             self.proc.wait()
             code = None
         if exc_type is not None or code != 0:
+            print_failure(exc)
             print(f"----- pgpilot_ha_watch log (exit code {code}) -----")
             print(self.log()[-20000:])
             print("----- end of pgpilot_ha_watch log -----", flush=True)
