@@ -280,6 +280,19 @@ def backend_rows(cluster, application_name, columns="pid, state, left(query, 60)
     return rows
 
 
+def all_client_backends(cluster):
+    """Every client backend on every node but the monitors, as (node, application_name, state,
+    wait_event, query): what a failure message shows when the backend it looked for is not
+    there."""
+    rows = []
+    for i, node in enumerate(cluster.nodes):
+        out = _query_node(node, "SELECT application_name, state, coalesce(wait_event, '-'), "
+                                "left(query, 40) FROM pg_stat_activity WHERE backend_type = "
+                                "'client backend' AND application_name <> 'pgpilot_itest_monitor'")
+        rows += [(i,) + tuple("" if v is None else v for v in row) for row in out]
+    return rows
+
+
 def wait_no_busy_backend(cluster, application_name, timeout):
     """Wait until no backend with this application_name is in a state other than 'idle'
     (a session pgpilot pooled after a clean end is idle; a leftover of an abandoned query is

@@ -475,7 +475,8 @@ def test_pipelined_queries_without_reading(env):
         fig.note(f"  the backend waits on ClientWrite after {time.monotonic() - t0:.1f}s "
                  f"(wait events seen: {' '.join(seen[-6:])}); RSS peak {mib(fig.sampler.rss_peak)} MiB")
         check(streak >= 3, f"the backend whose results are not read is not blocked in ClientWrite "
-                           f"after 20 s: wait events {seen}")
+                           f"after 20 s: wait events {seen}; client backends now: "
+                           f"{hostile.all_client_backends(env.cluster)}")
         fig.check_bounded("while the backend was blocked on the unread results", fig.sampler.rss_peak)
         raw.close()
         check_no_busy_backend(env, fig, "hostile_pipeline_big")
