@@ -24,6 +24,12 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t relay_buffer_size = relay_buffers::size;
 /// Bytes read into a session's own small buffer after a wait (see client_to_backend).
 constexpr std::size_t small_read_size = 512;
+/// Fairness: a client that keeps its socket full (a long pipeline, COPY FROM STDIN) is relayed
+/// by reads and writes that succeed without waiting, so client_to_backend() would never give
+/// its worker back to the other sessions, the accept loop and the timers. After this many
+/// messages, or this many bytes, relayed without a wait it lets them run once.
+constexpr int messages_per_turn = 64;
+constexpr std::size_t bytes_per_turn = 256 * 1024;
 /// client_idle_limit's FATAL (57P05), as PostgreSQL words its idle_session_timeout.
 constexpr const char* idle_session_text = "terminating connection due to idle-session timeout";
 /// Largest message accepted while authenticating (PasswordMessage, SASL messages).
@@ -673,9 +679,21 @@ net::awaitable<session_end> session::client_to_backend() {
     auto note_drained = [&] {
         if (skip == 0 && ends_with_answered_message(in)) expect_empty(client_);
     };
+    int messages_this_turn = 0;  // relayed since this coroutine last waited (see messages_per_turn)
+    std::size_t bytes_this_turn = 0;
     for (;;) {
         std::size_t pos = 0;
         while (pos < in.size()) {
+            if (++messages_this_turn > messages_per_turn || bytes_this_turn > bytes_per_turn) {
+                co_await net::post(client_.get_executor(), use_tuple);
+                // backend_to_client() may have ended the relay meanwhile; a post has no
+                // cancellation slot to hear it on.
+                if ((co_await net::this_coro::cancellation_state).cancelled() !=
+                    net::cancellation_type::none)
+                    co_return session_end::admin_shutdown;
+                messages_this_turn = 1;
+                bytes_this_turn = 0;
+            }
             if (skip > 0) {
                 const auto take = std::size_t(std::min<std::uint64_t>(skip, in.size() - pos));
                 if (skip_node < 0) {  // the rest of a message that is dropped
@@ -897,6 +915,8 @@ net::awaitable<session_end> session::client_to_backend() {
                 std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
             }
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
+            messages_this_turn = 0;
+            bytes_this_turn = n;
             if (!ec) in.append(first.data(), n);
             read_at_once = n == first.size();
             // Not after the read raced against a timer: the coroutine resumes only once the
@@ -914,6 +934,7 @@ net::awaitable<session_end> session::client_to_backend() {
         } else {
             auto buf = worker_.buffers.take();
             std::tie(ec, n) = read_available(client_, buf.data(), relay_buffer_size);
+            bytes_this_turn += n;
             if (!ec) in.append(buf.chars(), n);
             read_at_once = n == relay_buffer_size;
             if (!ec && !read_at_once) note_drained();
