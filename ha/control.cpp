@@ -158,14 +158,14 @@ net::awaitable<control_result> node_registry::prepare_switchover(int old_primary
     }
     // Transactions that began before default_transaction_read_only may still write.
     const std::string running = fmt::format(
-        "SELECT count(*), pg_current_wal_lsn()::text FROM pg_stat_activity "
+        "SELECT count(*) FROM pg_stat_activity "
         "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
         "AND xact_start <= {}::timestamptz",
         sql_literal(since));
     while (oc.conn && why.empty() && !stopping_) {
         auto q = co_await query_within(*oc.conn, running, ort.health_timeout);
-        const text_row* row = single_row(q, 2);
-        if (!row || !(*row)[1]) {
+        const text_row* row = single_row(q, 1);
+        if (!row || !(*row)[0]) {
             why = failure_text(q);
             break;
         }
@@ -181,10 +181,28 @@ net::awaitable<control_result> node_registry::prepare_switchover(int old_primary
                 "AND pid <> pg_catalog.pg_backend_pid()",
                 ort.health_timeout + std::chrono::seconds(5));
             const text_row* ended = single_row(t, 1);
-            auto l = co_await query_within(*oc.conn, "SELECT pg_catalog.pg_current_wal_lsn()::text",
-                                           ort.health_timeout);
+            // Not the write position (pg_current_wal_lsn()): with synchronous_commit = off a
+            // commit is acknowledged once its record is inserted, and the WAL writer writes it
+            // out up to wal_writer_delay later; promoted at the write position, node `id`
+            // could miss the last acknowledged commits. A record of pgpilot's own, in a
+            // transaction committed with synchronous_commit = local, lies past every commit
+            // acknowledged so far and is flushed (with all before it) when that transaction
+            // commits, so the standby need not wait for the WAL writer. A user who may not
+            // emit it: the insert position, and the wait.
+            auto l = co_await query_within(
+                *oc.conn,
+                "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; SELECT "
+                "pg_catalog.pg_logical_emit_message(true, 'pgpilot', 'switchover')::text; COMMIT",
+                ort.health_timeout);
+            if (l.error && !l.io) {
+                log::info("switchover: node {}: {}; waiting for its WAL writer", old_primary,
+                          failure_text(l));
+                l = co_await query_within(
+                    *oc.conn, "ROLLBACK; SELECT pg_catalog.pg_current_wal_insert_lsn()::text",
+                    ort.health_timeout);
+            }
             const text_row* lsn = single_row(l, 1);
-            if (!ended || !lsn || !(*lsn)[0]) {
+            if (!ended || !lsn) {
                 why = failure_text(ended ? l : t);
                 break;
             }

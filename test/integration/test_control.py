@@ -107,7 +107,15 @@ def test_switchover_loses_no_commit(env):
     with env.private_cluster(standbys=2) as cluster:
         primary, standby1, standby2 = cluster.nodes
         cluster.psql(primary, "CREATE TABLE itest_switchover (i int)")
-        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster)) as ha:
+        # The test clusters run with synchronous_commit = off: a commit is acknowledged before
+        # its WAL is written. With a WAL writer that writes only every 10 s, the last commits
+        # are still unwritten when the switchover reads the old primary's position: it must
+        # wait for a position past them, and get there without waiting for the WAL writer
+        # (hold_timeout, 5 s here, bounds the whole switchover).
+        cluster.psql(primary, "ALTER SYSTEM SET wal_writer_delay = '10s'")
+        cluster.psql(primary, "SELECT pg_reload_conf()")
+        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster),
+                          failover={"hold_timeout": 5}) as ha:
             check_equal(roles(ha.snapshot()), ["primary", "standby", "standby"], "roles")
             with DirectWriter(primary["port"], "itest_switchover") as writer:
                 time.sleep(0.3)
