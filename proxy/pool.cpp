@@ -241,6 +241,39 @@ void backend_pool::adopt(ha::backend_connection& conn, slot permit) {
     conn.budget = std::move(permit);
 }
 
+std::unique_ptr<ha::backend_connection> backend_pool::take_idle_locked(
+    idle_list& entry, const net::any_io_executor& ex, steady_clock::time_point now,
+    conn_list& doomed) {
+    auto& list = entry.conns;
+    // The most recently used connection on this worker first (no move between event loops),
+    // else the most recently used one.
+    auto local = std::find_if(list.rbegin(), list.rend(),
+                              [&](const auto& c) { return c->socket.get_executor() == ex; });
+    if (local != list.rend() && local != list.rbegin()) std::iter_swap(local, list.rbegin());
+    while (!list.empty()) {
+        auto c = std::move(list.back());
+        list.pop_back();
+        --entry.g->idle;
+        if (!stale(*c, now) && !looks_closed(*c)) return c;
+        doomed.push_back(std::move(c));  // its slot frees the budget
+    }
+    return nullptr;
+}
+
+std::unique_ptr<ha::backend_connection> backend_pool::take_idle(const pool_request& r,
+                                                                const net::any_io_executor& ex) {
+    conn_list doomed;
+    std::unique_ptr<ha::backend_connection> conn;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return nullptr;
+        conn = take_idle_locked(entry_for(r), ex, steady_clock::now(), doomed);
+    }
+    close_all(doomed);
+    if (conn && conn->socket.get_executor() != ex) rebind(*conn, ex);
+    return conn;
+}
+
 net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r) {
     const auto ex = co_await net::this_coro::executor;
     lease out;
@@ -252,25 +285,7 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
         auto& entry = entry_for(r);
         auto& g = *entry.g;
         const auto now = steady_clock::now();
-        {
-            auto& list = entry.conns;
-            // The most recently used connection on this worker first (no move between event
-            // loops), else the most recently used one.
-            auto local = std::find_if(list.rbegin(), list.rend(), [&](const auto& c) {
-                return c->socket.get_executor() == ex;
-            });
-            if (local != list.rend() && local != list.rbegin())
-                std::iter_swap(local, list.rbegin());
-            while (!list.empty() && !out.conn) {
-                auto c = std::move(list.back());
-                list.pop_back();
-                --g.idle;
-                if (stale(*c, now) || looks_closed(*c))
-                    doomed.push_back(std::move(c));  // its slot frees the budget
-                else
-                    out.conn = std::move(c);
-            }
-        }
+        out.conn = take_idle_locked(entry, ex, now, doomed);
         if (out.conn) {
             out.result = lease::outcome::idle;
         } else {

@@ -107,6 +107,10 @@ class backend_pool {
     /// served while the budgets are used up, at most `r.wait`. The wait ends early, with
     /// outcome::cancelled, when the awaiting coroutine is cancelled.
     net::awaitable<lease> acquire(const pool_request& r);
+    /// acquire()'s first step without a coroutine: a healthy idle connection for `r.key`, on
+    /// `ex`, or null (then acquire() decides between connecting and waiting).
+    std::unique_ptr<ha::backend_connection> take_idle(const pool_request& r,
+                                                      const net::any_io_executor& ex);
     /// Counts `conn` (opened under `permit`) until it is destroyed.
     static void adopt(ha::backend_connection& conn, slot permit);
     /// Gives an idle connection back: to the longest waiter that can use it, else kept idle
@@ -189,6 +193,12 @@ class backend_pool {
     void uncount(ha::backend_connection& c);
     /// Closes one idle connection that stands in the way of `g` growing; false if none.
     bool make_room(group& g, conn_list& doomed);
+    /// The idle connection take_idle() and acquire() hand out (mutex_ held); stale and closed
+    /// ones met on the way go to `doomed`.
+    std::unique_ptr<ha::backend_connection> take_idle_locked(idle_list& entry,
+                                                             const net::any_io_executor& ex,
+                                                             steady_clock::time_point now,
+                                                             conn_list& doomed);
     /// Hands freed budget to waiters, oldest first.
     void grant_waiters(int node);
     static void wake(const std::shared_ptr<waiter>& w);

@@ -155,8 +155,7 @@ void session::switch_to(int node) {
     link_ready_.cancel();
 }
 
-// A standby for a read, or the primary when none may serve it (consistency, lag, weights).
-net::awaitable<std::optional<int>> session::read_node(bool& waited) {
+session::read_choice session::pick_read_node() {
     const auto& lb = shared_.settings.load_balance;
     auto snapshot = shared_.registry.snapshot();
     const auto now = std::chrono::steady_clock::now();
@@ -165,48 +164,55 @@ net::awaitable<std::optional<int>> session::read_node(bool& waited) {
                router::readable(snapshot->nodes[std::size_t(id)], lb) &&
                now >= links_[std::size_t(id)].retry_after;
     };
-    int node = lb.statement_level ? -1 : lb_node_;
-    if (!usable(node)) {
+    read_choice c;
+    c.node = lb.statement_level ? -1 : lb_node_;
+    if (!usable(c.node)) {
         auto chosen = router::choose_read_node(*snapshot, lb, database_, application_name_,
                                                uniform(), uniform());
-        node = chosen && usable(*chosen) ? *chosen : -1;
-        if (!lb.statement_level) lb_node_ = node;
+        c.node = chosen && usable(*chosen) ? *chosen : -1;
+        if (!lb.statement_level) lb_node_ = c.node;
     }
-    if (node < 0) co_return co_await await_primary();
-
-    std::uint64_t required = 0;
+    if (c.node < 0) return c;
     switch (lb.consistency) {
         case config::consistency_mode::global:
-            required = shared_.written_lsn.get();
+            c.required = shared_.written_lsn.get();
             break;
         case config::consistency_mode::session:
-            required = session_lsn_;
+            c.required = session_lsn_;
             break;
         case config::consistency_mode::eventual:
             break;
     }
-    if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) {
-        log::debug("s{} read on node {}: replayed {} >= {}", id_, node,
-                   router::lsn_text{snapshot->nodes[std::size_t(node)].wal_lsn},
-                   router::lsn_text{required});
-        co_return node;
-    }
+    c.caught_up = router::has_replayed(snapshot->nodes[std::size_t(c.node)], c.required);
+    if (c.caught_up)
+        log::debug("s{} read on node {}: replayed {} >= {}", id_, c.node,
+                   router::lsn_text{snapshot->nodes[std::size_t(c.node)].wal_lsn},
+                   router::lsn_text{c.required});
+    return c;
+}
+
+// A standby for a read, or the primary when none may serve it (consistency, lag, weights).
+net::awaitable<std::optional<int>> session::read_node() {
+    const auto c = pick_read_node();
+    if (c.node < 0) co_return co_await await_primary();
+    if (c.caught_up) co_return c.node;
 
     // Behind: give it consistency_wait_ms to catch up (asking ha/ for a fresh replay position
     // at once rather than at the next period), then read from the primary.
-    waited = true;
+    const auto& lb = shared_.settings.load_balance;
     if (lb.consistency_wait_ms > 0) shared_.registry.request_replication_check();
-    const auto deadline =
-        now + std::chrono::microseconds(std::int64_t(lb.consistency_wait_ms * 1000));
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::microseconds(std::int64_t(lb.consistency_wait_ms * 1000));
     net::steady_timer t(client_.get_executor());
     while (std::chrono::steady_clock::now() < deadline) {
         t.expires_after(std::chrono::milliseconds(1));
         co_await t.async_wait(use_tuple);
-        snapshot = shared_.registry.snapshot();
-        if (router::has_replayed(snapshot->nodes[std::size_t(node)], required)) co_return node;
+        auto snapshot = shared_.registry.snapshot();
+        if (router::has_replayed(snapshot->nodes[std::size_t(c.node)], c.required))
+            co_return c.node;
     }
-    log::debug("s{} node {} has not replayed {} yet: reading from the primary", id_, node,
-               router::lsn_text{required});
+    log::debug("s{} node {} has not replayed {} yet: reading from the primary", id_, c.node,
+               router::lsn_text{c.required});
     co_return co_await await_primary();
 }
 
@@ -252,6 +258,41 @@ void session::classify_unit(unit& u) const {
                 mark(it->second.markers, false);
 }
 
+std::optional<int> session::choose_node_now(const unit& u, bool& move_transaction) {
+    move_transaction = false;
+    switch (router::decide_route(u.summary, route_, shared_.settings.load_balance)) {
+        case router::route_target::primary: {
+            auto primary = primary_now();
+            move_transaction = primary && route_.in_transaction && tx_node_ != *primary;
+            return primary;
+        }
+        case router::route_target::transaction_node: {
+            const int node = tx_node_ >= 0 ? tx_node_ : active_;
+            auto snapshot = shared_.registry.snapshot();
+            if (snapshot->failover_in_progress && node >= 0 &&
+                std::size_t(node) < snapshot->nodes.size() &&
+                snapshot->nodes[std::size_t(node)].role == router::node_role::primary)
+                return std::nullopt;  // held until the failover is over: choose_node()
+            return node;
+        }
+        case router::route_target::current:
+            if (active_ >= 0 && links_[std::size_t(active_)].conn) return active_;
+            return primary_now();
+        case router::route_target::read_node:
+            // With statement_level every pick draws a standby: one drawn here and found
+            // behind, then another in choose_node(), would change the weights' odds. Otherwise
+            // a draw here is kept in lb_node_, and choose_node() takes the same standby.
+            if (shared_.settings.load_balance.statement_level) return std::nullopt;
+            {
+                const auto c = pick_read_node();
+                if (c.node < 0) return primary_now();
+                if (c.caught_up) return c.node;
+            }
+            return std::nullopt;
+    }
+    return std::nullopt;
+}
+
 net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_transaction) {
     move_transaction = false;
     const auto& summary = u.summary;
@@ -275,10 +316,8 @@ net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_tran
         case router::route_target::current:
             if (active_ >= 0 && links_[std::size_t(active_)].conn) co_return active_;
             co_return co_await await_primary();
-        case router::route_target::read_node: {
-            bool waited = false;
-            co_return co_await read_node(waited);
-        }
+        case router::route_target::read_node:
+            co_return co_await read_node();
     }
     co_return co_await await_primary();
 }
@@ -803,9 +842,11 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
     } else {
         retire_links();
         const auto started = std::chrono::steady_clock::now();
-        net::steady_timer pause(client_.get_executor());
+        std::optional<net::steady_timer>
+            pause;  // made when needed: a timer costs a lock to destroy
         for (;;) {
-            auto chosen = co_await choose_node(u, move);
+            auto chosen = choose_node_now(u, move);
+            if (!chosen) chosen = co_await choose_node(u, move);
             if (!chosen) {
                 const std::string reason =
                     router::route_to_primary(*shared_.registry.snapshot()).reason;
@@ -834,7 +875,9 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
                 co_await wait_drained();
                 continue;  // the transaction state may have changed meanwhile: decide again
             }
-            if (co_await ensure_link(*chosen)) {
+            bool ready = link_ready_now(*chosen);
+            if (!ready) ready = co_await ensure_link(*chosen);
+            if (ready) {
                 node = *chosen;
                 break;
             }
@@ -847,8 +890,9 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
                 const bool node_trouble = failure.unreachable || failure.local;
                 if (!tx_here && node_trouble &&
                     std::chrono::steady_clock::now() - started < shared_.registry.hold_timeout()) {
-                    pause.expires_after(std::chrono::milliseconds(20));
-                    co_await pause.async_wait(use_tuple);
+                    if (!pause) pause.emplace(client_.get_executor());
+                    pause->expires_after(std::chrono::milliseconds(20));
+                    co_await pause->async_wait(use_tuple);
                     if (shared_.stopping.load()) co_return session_end::admin_shutdown;
                     continue;
                 }

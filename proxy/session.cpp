@@ -334,6 +334,42 @@ std::optional<int> session::current_primary() const {
     return router::route_to_primary(*shared_.registry.snapshot()).node;
 }
 
+pool_request session::pool_request_for(int node) {
+    pool_request want;
+    want.node = node;
+    want.user = user_;
+    want.database = database_;
+    want.key = pool_key_of(node);
+    want.pool_size = std::size_t(pool_.pool_size);
+    want.min_pool_size = std::size_t(pool_.min_pool_size);
+    want.wait = seconds_to_duration(pool_.query_wait_timeout);
+    if (want.min_pool_size > 0) {
+        want.params = backend_params_;
+        want.password = backend_password_;
+    }
+    return want;
+}
+
+void session::reuse(int node, std::unique_ptr<ha::backend_connection> conn) {
+    auto& link = links_[std::size_t(node)];
+    link.conn = std::move(conn);  // checked by the pool: not closed
+    log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
+    // Transaction pooling: it may already have this session's settings.
+    if (link.conn->settings_fingerprint == set_fingerprint_)
+        link.settings_applied = set_log_.size();
+}
+
+bool session::link_ready_now(int node) {
+    auto& link = links_.at(std::size_t(node));
+    if (link.conn) return node == reading_ || !link.queue.empty() || !looks_closed(*link.conn);
+    if (std::chrono::steady_clock::now() < link.retry_after) return false;
+    auto conn = shared_.pool.take_idle(pool_request_for(node), worker_.ctx.get_executor());
+    if (!conn) return false;
+    link = backend_link{};
+    reuse(node, std::move(conn));
+    return true;
+}
+
 net::awaitable<bool> session::ensure_link(int node) {
     auto& link = links_.at(std::size_t(node));
     if (link.conn) {
@@ -356,26 +392,11 @@ net::awaitable<bool> session::ensure_link(int node) {
     const auto now = std::chrono::steady_clock::now();
     if (now < link.retry_after) co_return false;
     link = backend_link{};
-    pool_request want;
-    want.node = node;
-    want.user = user_;
-    want.database = database_;
-    want.key = pool_key_of(node);
-    want.pool_size = std::size_t(pool_.pool_size);
-    want.min_pool_size = std::size_t(pool_.min_pool_size);
-    want.wait = seconds_to_duration(pool_.query_wait_timeout);
-    if (want.min_pool_size > 0) {
-        want.params = backend_params_;
-        want.password = backend_password_;
-    }
+    const pool_request want = pool_request_for(node);
     auto lease = co_await shared_.pool.acquire(want);
     using outcome = backend_pool::lease::outcome;
     if (lease.result == outcome::idle) {
-        link.conn = std::move(lease.conn);  // checked: not closed
-        log::debug("s{} reusing backend pid {} on node {}", id_, link.conn->pid, node);
-        // Transaction pooling: it may already have this session's settings.
-        if (link.conn->settings_fingerprint == set_fingerprint_)
-            link.settings_applied = set_log_.size();
+        reuse(node, std::move(lease.conn));
         co_return true;
     }
     if (lease.result != outcome::may_connect) {
@@ -491,7 +512,15 @@ void session::retire_links() {
     }
 }
 
+std::optional<int> session::primary_now() const {
+    auto snapshot = shared_.registry.snapshot();
+    auto primary = router::route_to_primary(*snapshot).node;
+    if (primary && !snapshot->failover_in_progress) return primary;
+    return std::nullopt;
+}
+
 net::awaitable<std::optional<int>> session::await_primary() {
+    if (auto primary = primary_now()) co_return primary;
     auto snapshot = shared_.registry.snapshot();
     auto primary = router::route_to_primary(*snapshot).node;
     if (primary && !snapshot->failover_in_progress) co_return primary;

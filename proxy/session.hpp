@@ -195,9 +195,29 @@ class session : public std::enable_shared_from_this<session> {
     net::awaitable<session_end> dispatch(unit& u);
     net::awaitable<session_end> dispatch_one(unit& u);
     void classify_unit(unit& u) const;
+    /// The unit's node when it can be told without waiting (most statements), else nullopt:
+    /// then choose_node() decides, waiting for a primary or for a standby to catch up. Not a
+    /// coroutine, so the usual statement allocates no frame for it.
+    std::optional<int> choose_node_now(const unit& u, bool& move_transaction);
     net::awaitable<std::optional<int>> choose_node(unit& u, bool& move_transaction);
-    net::awaitable<std::optional<int>> read_node(bool& waited);
+    /// A standby for a read (drawn by weight, or the session's), whether it has replayed what
+    /// the read must see; node -1 = none may serve it (the primary then).
+    struct read_choice {
+        int node = -1;
+        std::uint64_t required = 0;
+        bool caught_up = false;
+    };
+    read_choice pick_read_node();
+    net::awaitable<std::optional<int>> read_node();
+    /// ensure_link() without waiting: true when the session has a usable connection to `node`
+    /// (its own, or an idle one from the pool); false leaves it to ensure_link().
+    bool link_ready_now(int node);
     net::awaitable<bool> ensure_link(int node);
+    pool_request pool_request_for(int node);
+    /// Takes an idle connection from the pool as the link to `node`.
+    void reuse(int node, std::unique_ptr<ha::backend_connection> conn);
+    /// The primary when there is one and no failover runs, else nullopt (see await_primary).
+    std::optional<int> primary_now() const;
     /// The primary, waiting while a failover runs ([failover] hold_timeout) or while none is
     /// known yet (timeouts.primary_wait); nullopt when there is still none.
     net::awaitable<std::optional<int>> await_primary();
