@@ -102,8 +102,17 @@ backend_pool::idle_list& backend_pool::idle_for(std::string_view key) {
     return it->second;
 }
 
+pool_entry* backend_pool::resolve(std::string_view key) {
+    std::lock_guard lock(mutex_);
+    return reinterpret_cast<pool_entry*>(&idle_for(key));
+}
+
+backend_pool::idle_list& backend_pool::list_of(std::string_view key, pool_entry* entry) {
+    return entry ? *reinterpret_cast<idle_list*>(entry) : idle_for(key);
+}
+
 backend_pool::idle_list& backend_pool::entry_for(const pool_request& r) {
-    auto& list = idle_for(r.key);
+    auto& list = list_of(r.key, r.entry);
     if (!list.g) {
         auto& g = groups_[group_key(r.node, r.user, r.database)];
         if (!g) {
@@ -330,7 +339,7 @@ net::awaitable<backend_pool::lease> backend_pool::acquire(const pool_request& r)
 }
 
 void backend_pool::put(std::string_view key, std::unique_ptr<ha::backend_connection> conn,
-                       std::size_t max_idle) {
+                       std::size_t max_idle, pool_entry* entry) {
     conn_list doomed;
     {
         std::lock_guard lock(mutex_);
@@ -373,7 +382,7 @@ void backend_pool::put(std::string_view key, std::unique_ptr<ha::backend_connect
                 doomed.push_back(std::move(conn));
                 grant_waiters(g.node);
             } else {
-                auto& list = idle_for(key);
+                auto& list = list_of(key, entry);
                 list.g = &g;
                 if (list.conns.size() < max_idle) {
                     conn->last_used = steady_clock::now();

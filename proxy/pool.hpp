@@ -53,6 +53,10 @@ struct pool_stats {
     std::uint64_t connects = 0;  ///< server connections opened
 };
 
+/// A pool key as the pool knows it (backend_pool::resolve()): opaque, never dereferenced
+/// outside the pool.
+struct pool_entry;
+
 /// What a session asks the pool for.
 struct pool_request {
     int node = -1;
@@ -60,6 +64,9 @@ struct pool_request {
     std::string database;
     /// pool_key(node, startup parameters); the caller keeps it alive while acquire() runs.
     std::string_view key;
+    /// resolve(key), when the caller keeps it: the pool then neither hashes nor compares the
+    /// key (a few hundred bytes of startup parameters) on every transaction.
+    pool_entry* entry = nullptr;
     std::size_t pool_size = 20;
     std::size_t min_pool_size = 0;
     steady_clock::duration wait{};  ///< query_wait_timeout; zero = wait for ever
@@ -114,9 +121,11 @@ class backend_pool {
     /// Counts `conn` (opened under `permit`) until it is destroyed.
     static void adopt(ha::backend_connection& conn, slot permit);
     /// Gives an idle connection back: to the longest waiter that can use it, else kept idle
-    /// (at most `max_idle` for its key), else closed.
+    /// (at most `max_idle` for its key), else closed. `entry`: resolve(key), if known.
     void put(std::string_view key, std::unique_ptr<ha::backend_connection> conn,
-             std::size_t max_idle);
+             std::size_t max_idle, pool_entry* entry = nullptr);
+    /// The pool's entry for `key`, valid as long as the pool (entries are never removed).
+    pool_entry* resolve(std::string_view key);
     /// What a new connection for `key` reported at startup (ParameterStatus), kept so that
     /// transaction pooling can greet a client without a connection.
     void remember_startup_parameters(const std::string& key, const ha::startup_params& p);
@@ -195,6 +204,7 @@ class backend_pool {
     bool make_room(group& g, conn_list& doomed);
     /// The idle connection take_idle() and acquire() hand out (mutex_ held); stale and closed
     /// ones met on the way go to `doomed`.
+    idle_list& list_of(std::string_view key, pool_entry* entry);
     std::unique_ptr<ha::backend_connection> take_idle_locked(idle_list& entry,
                                                              const net::any_io_executor& ex,
                                                              steady_clock::time_point now,

@@ -330,6 +330,13 @@ const std::string& session::pool_key_of(int node) {
     return key;
 }
 
+pool_entry* session::pool_entry_of(int node) {
+    if (pool_entries_.empty()) pool_entries_.resize(shared_.registry.snapshot()->nodes.size());
+    auto& entry = pool_entries_.at(std::size_t(node));
+    if (!entry) entry = shared_.pool.resolve(pool_key_of(node));
+    return entry;
+}
+
 std::optional<int> session::current_primary() const {
     return router::route_to_primary(*shared_.registry.snapshot()).node;
 }
@@ -340,6 +347,7 @@ pool_request session::pool_request_for(int node) {
     want.user = user_;
     want.database = database_;
     want.key = pool_key_of(node);
+    want.entry = pool_entry_of(node);
     want.pool_size = std::size_t(pool_.pool_size);
     want.min_pool_size = std::size_t(pool_.min_pool_size);
     want.wait = seconds_to_duration(pool_.query_wait_timeout);
@@ -468,7 +476,8 @@ void session::release_idle_links() {
         link.conn->settings_fingerprint = link.settings_applied == set_log_.size()
                                               ? set_fingerprint_
                                               : settings_fingerprint(link.settings_applied);
-        shared_.pool.put(pool_key_of(int(i)), std::move(link.conn), idle_limit());
+        shared_.pool.put(pool_key_of(int(i)), std::move(link.conn), idle_limit(),
+                         pool_entry_of(int(i)));
         link = backend_link{};
         if (int(i) == active_) cancel_target_stale_ = true;
         ++released;
@@ -1440,6 +1449,7 @@ void session::park() {
     std::vector<std::string>().swap(tx_log_);
     std::vector<session_setting>().swap(tx_settings_);
     std::vector<std::string>().swap(pool_keys_);  // made again on the next acquire
+    std::vector<pool_entry*>().swap(pool_entries_);
     const auto now = std::chrono::steady_clock::now();
     if (std::all_of(links_.begin(), links_.end(),
                     [&](const backend_link& l) { return l.retry_after <= now; }))

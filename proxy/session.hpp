@@ -304,7 +304,9 @@ class session : public std::enable_shared_from_this<session> {
     std::vector<backend_link> links_;
     /// pool_key() per node for backend_params_ (fixed after the startup packet), made once.
     std::vector<std::string> pool_keys_;
+    std::vector<pool_entry*> pool_entries_;  ///< the pool's entries for pool_keys_
     const std::string& pool_key_of(int node);
+    pool_entry* pool_entry_of(int node);
     int active_ = -1;   ///< the node the last unit went to; its responses are being relayed
     int reading_ = -1;  ///< the node backend_to_client reads from (active_ once at a boundary)
     int lb_node_ = -1;  ///< the session's read node (statement_level: none kept)
