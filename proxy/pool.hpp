@@ -202,9 +202,10 @@ class backend_pool {
     void uncount(ha::backend_connection& c);
     /// Closes one idle connection that stands in the way of `g` growing; false if none.
     bool make_room(group& g, conn_list& doomed);
+    /// The idle list of `entry` if the caller resolved it, else of `key` (mutex_ held).
+    idle_list& list_of(std::string_view key, pool_entry* entry);
     /// The idle connection take_idle() and acquire() hand out (mutex_ held); stale and closed
     /// ones met on the way go to `doomed`.
-    idle_list& list_of(std::string_view key, pool_entry* entry);
     std::unique_ptr<ha::backend_connection> take_idle_locked(idle_list& entry,
                                                              const net::any_io_executor& ex,
                                                              steady_clock::time_point now,

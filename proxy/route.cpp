@@ -842,8 +842,8 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
     } else {
         retire_links();
         const auto started = std::chrono::steady_clock::now();
-        std::optional<net::steady_timer>
-            pause;  // made when needed: a timer costs a lock to destroy
+        // Made when a connect is retried: a timer costs a reactor lock to destroy.
+        std::optional<net::steady_timer> pause;
         for (;;) {
             auto chosen = choose_node_now(u, move);
             if (!chosen) chosen = co_await choose_node(u, move);
