@@ -184,23 +184,27 @@ net::awaitable<control_result> node_registry::prepare_switchover(int old_primary
             // Not the write position (pg_current_wal_lsn()): with synchronous_commit = off a
             // commit is acknowledged once its record is inserted, and the WAL writer writes it
             // out up to wal_writer_delay later; promoted at the write position, node `id`
-            // could miss the last acknowledged commits. A record of pgpilot's own, in a
-            // transaction committed with synchronous_commit = local, lies past every commit
-            // acknowledged so far and is flushed (with all before it) when that transaction
-            // commits, so the standby need not wait for the WAL writer. A user who may not
-            // emit it: the insert position, and the wait.
-            auto l = co_await query_within(
+            // could miss the last acknowledged commits. The insert position, read after a
+            // transaction of pgpilot's own that emits a record and commits with
+            // synchronous_commit = local: that commit flushes all WAL before it at once, so
+            // the standby need not wait for the WAL writer. The position is read after the
+            // commit so that it covers the commit record too: a record past it could reach
+            // another standby and not the promoted one, and that standby could not follow.
+            // A user who may not emit the record: the same position, and the wait.
+            auto f = co_await query_within(
                 *oc.conn,
                 "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; SELECT "
-                "pg_catalog.pg_logical_emit_message(true, 'pgpilot', 'switchover')::text; COMMIT",
+                "pg_catalog.pg_logical_emit_message(true, 'pgpilot', 'switchover') IS NOT NULL; "
+                "COMMIT",
                 ort.health_timeout);
-            if (l.error && !l.io) {
+            if (f.error && !f.io)
                 log::info("switchover: node {}: {}; waiting for its WAL writer", old_primary,
-                          failure_text(l));
-                l = co_await query_within(
-                    *oc.conn, "ROLLBACK; SELECT pg_catalog.pg_current_wal_insert_lsn()::text",
-                    ort.health_timeout);
-            }
+                          failure_text(f));
+            auto l = co_await query_within(
+                *oc.conn,
+                f.error ? "ROLLBACK; SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+                        : "SELECT pg_catalog.pg_current_wal_insert_lsn()::text",
+                ort.health_timeout);
             const text_row* lsn = single_row(l, 1);
             if (!ended || !lsn) {
                 why = failure_text(ended ? l : t);
