@@ -294,27 +294,23 @@ std::optional<int> session::choose_node_now(const unit& u, bool& move_transactio
 }
 
 net::awaitable<std::optional<int>> session::choose_node(unit& u, bool& move_transaction) {
-    move_transaction = false;
-    const auto& summary = u.summary;
-    switch (router::decide_route(summary, route_, shared_.settings.load_balance)) {
+    if (auto node = choose_node_now(u, move_transaction)) co_return node;
+    // What has to wait: for a primary (a failover runs, or none is known yet), or for a
+    // standby to replay what the read must see.
+    switch (router::decide_route(u.summary, route_, shared_.settings.load_balance)) {
         case router::route_target::primary: {
             auto primary = co_await await_primary();
             move_transaction = primary && route_.in_transaction && tx_node_ != *primary;
             co_return primary;
         }
         case router::route_target::transaction_node: {
-            const int node = tx_node_ >= 0 ? tx_node_ : active_;
             // A transaction on the primary waits out a failover or switchover like any other
             // statement for the primary; if its node is gone afterwards, so is the transaction.
-            auto snapshot = shared_.registry.snapshot();
-            if (snapshot->failover_in_progress && node >= 0 &&
-                std::size_t(node) < snapshot->nodes.size() &&
-                snapshot->nodes[std::size_t(node)].role == router::node_role::primary)
-                co_await await_primary();
+            const int node = tx_node_ >= 0 ? tx_node_ : active_;
+            co_await await_primary();
             co_return node;
         }
         case router::route_target::current:
-            if (active_ >= 0 && links_[std::size_t(active_)].conn) co_return active_;
             co_return co_await await_primary();
         case router::route_target::read_node:
             co_return co_await read_node();
