@@ -65,6 +65,27 @@ std::string pool_key(int node, const ha::startup_params& params) {
     return key;
 }
 
+server_hello::server_hello(const ha::startup_params& params) {
+    for (const auto& [name, value] : params) {
+        if (name == "application_name") {
+            has_application_name_ = true;
+            application_name_ = value;
+            continue;
+        }
+        if (name == "is_superuser") superuser = value == "on";
+        protocol::append_parameter_status(has_application_name_ ? after_ : before_, name, value);
+    }
+}
+
+void server_hello::append_to(std::string& out, const std::string* client_application_name) const {
+    out += before_;
+    if (has_application_name_)
+        protocol::append_parameter_status(
+            out, "application_name",
+            client_application_name ? *client_application_name : application_name_);
+    out += after_;
+}
+
 bool looks_closed(ha::backend_connection& conn) {
     // The server answered everything on this connection and its event loop has had no word
     // from it since: a close or unsolicited data would have brought one, so no need to ask the
@@ -98,13 +119,20 @@ backend_pool::~backend_pool() {
 
 backend_pool::idle_list& backend_pool::idle_for(std::string_view key) {
     auto it = idle_.find(key);
-    if (it == idle_.end()) it = idle_.try_emplace(std::string(key)).first;
+    if (it == idle_.end()) {
+        it = idle_.try_emplace(std::string(key)).first;
+        it->second.key = it->first;
+    }
     return it->second;
 }
 
 pool_entry* backend_pool::resolve(std::string_view key) {
     std::lock_guard lock(mutex_);
     return reinterpret_cast<pool_entry*>(&idle_for(key));
+}
+
+std::string_view backend_pool::key_of(const pool_entry* entry) {
+    return reinterpret_cast<const idle_list*>(entry)->key;
 }
 
 backend_pool::idle_list& backend_pool::list_of(std::string_view key, pool_entry* entry) {
@@ -219,17 +247,15 @@ void backend_pool::close_all(conn_list& doomed) {
     doomed.clear();
 }
 
-void backend_pool::remember_startup_parameters(const std::string& key,
-                                               const ha::startup_params& p) {
+void backend_pool::remember_startup_parameters(pool_entry* entry, const ha::startup_params& p) {
+    auto hello = std::make_shared<const server_hello>(p);
     std::lock_guard lock(mutex_);
-    startup_parameters_[key] = p;
+    reinterpret_cast<idle_list*>(entry)->hello = std::move(hello);
 }
 
-std::optional<ha::startup_params> backend_pool::startup_parameters(const std::string& key) const {
+std::shared_ptr<const server_hello> backend_pool::known_hello(const pool_entry* entry) const {
     std::lock_guard lock(mutex_);
-    auto it = startup_parameters_.find(key);
-    if (it == startup_parameters_.end()) return std::nullopt;
-    return it->second;
+    return reinterpret_cast<const idle_list*>(entry)->hello;
 }
 
 std::shared_ptr<void> backend_pool::pin(const ha::backend_connection& conn) {

@@ -57,6 +57,24 @@ struct pool_stats {
 /// outside the pool.
 struct pool_entry;
 
+/// What a server reported at startup (ParameterStatus), encoded once for the clients it is
+/// told to. Each client sets its own application_name, so the messages are kept in two parts
+/// around that one (in the server's order).
+struct server_hello {
+    explicit server_hello(const ha::startup_params& params);
+    /// Appends the ParameterStatus messages to `out`; a non-null `client_application_name`
+    /// stands in for the server's application_name (when the server reported one).
+    void append_to(std::string& out, const std::string* client_application_name) const;
+
+    bool superuser = false;  ///< is_superuser = on
+
+  private:
+    std::string before_;  ///< the messages before application_name (all when there is none)
+    std::string after_;   ///< the messages after it
+    std::string application_name_;
+    bool has_application_name_ = false;
+};
+
 /// What a session asks the pool for.
 struct pool_request {
     int node = -1;
@@ -126,10 +144,12 @@ class backend_pool {
              std::size_t max_idle, pool_entry* entry = nullptr);
     /// The pool's entry for `key`, valid as long as the pool (entries are never removed).
     pool_entry* resolve(std::string_view key);
-    /// What a new connection for `key` reported at startup (ParameterStatus), kept so that
-    /// transaction pooling can greet a client without a connection.
-    void remember_startup_parameters(const std::string& key, const ha::startup_params& p);
-    std::optional<ha::startup_params> startup_parameters(const std::string& key) const;
+    /// The key `entry` was resolved from (valid as long as the pool).
+    static std::string_view key_of(const pool_entry* entry);
+    /// What a new connection of `entry`'s pool reported at startup (ParameterStatus), kept so
+    /// that transaction pooling can greet a client without a connection.
+    void remember_startup_parameters(pool_entry* entry, const ha::startup_params& p);
+    std::shared_ptr<const server_hello> known_hello(const pool_entry* entry) const;
     /// Counts the session holding `conn` as pinned to it (transaction pooling) while the
     /// returned token lives.
     std::shared_ptr<void> pin(const ha::backend_connection& conn);
@@ -162,8 +182,10 @@ class backend_pool {
         std::string first_key;  ///< what first.key points to
     };
     struct idle_list {
+        std::string_view key;  ///< its key in idle_ (a map's keys do not move)
         group* g = nullptr;
         std::vector<std::unique_ptr<ha::backend_connection>> conns;  // most recent last
+        std::shared_ptr<const server_hello> hello;  ///< remember_startup_parameters()
     };
     struct waiter {
         explicit waiter(const net::any_io_executor& ex) : timer(ex) {}
@@ -232,7 +254,6 @@ class backend_pool {
     // By pool key; an entry, once made, stays (sessions' requests find their group through it).
     std::unordered_map<std::string, idle_list, key_hash, std::equal_to<>> idle_;
     std::vector<std::deque<std::shared_ptr<waiter>>> waiters_;  // per node, oldest first
-    std::unordered_map<std::string, ha::startup_params> startup_parameters_;  // by pool key
     bool stopping_ = false;
 };
 

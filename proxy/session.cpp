@@ -321,19 +321,10 @@ net::awaitable<session_end> session::authenticate() {
 // ---------------------------------------------------------------------------------------------
 // Backend
 
-const std::string& session::pool_key_of(int node) {
-    // Sized once, for every node: a waiting pool request holds a view of its key, which must
-    // not move.
-    if (pool_keys_.empty()) pool_keys_.resize(shared_.registry.snapshot()->nodes.size());
-    auto& key = pool_keys_.at(std::size_t(node));
-    if (key.empty()) key = pool_key(node, backend_params_);
-    return key;
-}
-
 pool_entry* session::pool_entry_of(int node) {
     if (pool_entries_.empty()) pool_entries_.resize(shared_.registry.snapshot()->nodes.size());
     auto& entry = pool_entries_.at(std::size_t(node));
-    if (!entry) entry = shared_.pool.resolve(pool_key_of(node));
+    if (!entry) entry = shared_.pool.resolve(pool_key(node, backend_params_));
     return entry;
 }
 
@@ -442,7 +433,7 @@ net::awaitable<bool> session::ensure_link(int node) {
         co_return false;
     }
     backend_pool::adopt(*r.conn, std::move(lease.permit));
-    shared_.pool.remember_startup_parameters(pool_key_of(node), r.conn->parameters);
+    shared_.pool.remember_startup_parameters(pool_entry_of(node), r.conn->parameters);
     link.conn = std::move(r.conn);
     link.conn->node = node;
     log::debug("s{} connected to node {} backend pid {}", id_, node, link.conn->pid);
@@ -589,7 +580,7 @@ net::awaitable<session_end> session::attach_backend() {
     const auto started = std::chrono::steady_clock::now();
     net::steady_timer pause(client_.get_executor());
     int node = -1;
-    ha::startup_params server_params;  // what the client is told in ParameterStatus
+    std::shared_ptr<const server_hello> hello;  // what the client is told in ParameterStatus
     char tx_status = 'I';
     cancel_target cancel;  // none until a connection runs something for the client
     for (;;) {
@@ -606,15 +597,15 @@ net::awaitable<session_end> session::attach_backend() {
         // does the same): a client that only connects does not wait for a busy pool.
         if (pool_.mode == config::pool_mode::transaction &&
             (!shared_.settings.load_balance.enabled || shared_.volatiles.find(database_))) {
-            if (auto known = shared_.pool.startup_parameters(pool_key_of(node))) {
-                server_params = std::move(*known);
+            if (auto known = shared_.pool.known_hello(pool_entry_of(node))) {
+                hello = std::move(known);
                 cancel_target_stale_ = true;  // set by the first statement's connection
                 break;
             }
         }
         if (co_await ensure_link(node)) {
             const auto& conn = *links_[std::size_t(node)].conn;
-            server_params = conn.parameters;
+            hello = std::make_shared<const server_hello>(conn.parameters);
             tx_status = conn.tx_status;
             cancel = cancel_target{conn.address, conn.pid, conn.key};
             if (shared_.settings.load_balance.enabled)
@@ -639,26 +630,25 @@ net::awaitable<session_end> session::attach_backend() {
             co_await send_fatal(failure.sqlstate, "pgpilot: " + failure.message);
         co_return session_end::no_backend;
     }
-    for (const auto& [k, v] : server_params)
-        if (k == "is_superuser") superuser_ = v == "on";
+    superuser_ = hello->superuser;
     active_ = reading_ = node;
+    // The client's application_name is what the server would report once the SET has run
+    // (transaction pooling).
+    const std::string* client_application_name = nullptr;
     for (const auto& [k, v] : params_) {
         if (k != "application_name") continue;
         application_name_ = v;
-        // What the server would report once the SET has run (transaction pooling).
-        for (auto& [name, value] : server_params)
-            if (name == "application_name") value = v;
+        client_application_name = &application_name_;
     }
 
     shared_.cancels.set(proxy_pid_, proxy_key_, cancel);
-    std::string hello;
-    hello.reserve(512);
-    for (const auto& [k, v] : server_params)
-        protocol::append_parameter_status(hello, k, v);
-    protocol::append_backend_key_data(hello, proxy_pid_, proxy_key_);
-    protocol::append_ready_for_query(hello, tx_status);
+    std::string greeting;
+    greeting.reserve(512);
+    hello->append_to(greeting, client_application_name);
+    protocol::append_backend_key_data(greeting, proxy_pid_, proxy_key_);
+    protocol::append_ready_for_query(greeting, tx_status);
     client_tx_status_ = tx_status;
-    if (auto ec = co_await send_client(hello)) co_return session_end::client_disconnected;
+    if (auto ec = co_await send_client(greeting)) co_return session_end::client_disconnected;
     release_idle_links();
     co_return session_end::client_terminated;
 }
@@ -1315,7 +1305,8 @@ net::awaitable<void> session::finish(session_end end) {
             auto r = co_await (reset_backend(*link.conn) || t.async_wait(use_tuple));
             if (r.index() == 0 && std::get<0>(r) && !shared_.stopping.load()) {
                 const int node = link.conn->node;
-                shared_.pool.put(pool_key_of(node), std::move(link.conn), idle_limit());
+                shared_.pool.put(pool_key_of(node), std::move(link.conn), idle_limit(),
+                                 pool_entry_of(node));
                 ++pooled;
             }
         } else if (client_left && !link.queue.empty()) {
@@ -1448,8 +1439,6 @@ void session::park() {
     std::vector<router::statement_info>().swap(batch_infos_);
     std::vector<std::string>().swap(tx_log_);
     std::vector<session_setting>().swap(tx_settings_);
-    std::vector<std::string>().swap(pool_keys_);  // made again on the next acquire
-    std::vector<pool_entry*>().swap(pool_entries_);
     const auto now = std::chrono::steady_clock::now();
     if (std::all_of(links_.begin(), links_.end(),
                     [&](const backend_link& l) { return l.retry_after <= now; }))

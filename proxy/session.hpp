@@ -302,11 +302,11 @@ class session : public std::enable_shared_from_this<session> {
     /// One connection per node the session uses, by node id; connected on first use. Empty
     /// while parked with nothing worth keeping (see ensure_links()).
     std::vector<backend_link> links_;
-    /// pool_key() per node for backend_params_ (fixed after the startup packet), made once.
-    std::vector<std::string> pool_keys_;
-    std::vector<pool_entry*> pool_entries_;  ///< the pool's entries for pool_keys_
-    const std::string& pool_key_of(int node);
+    /// Per node, the pool's entry for pool_key(node, backend_params_) (fixed after the startup
+    /// packet): resolved once, and kept while parked (the pool keeps the key).
+    std::vector<pool_entry*> pool_entries_;
     pool_entry* pool_entry_of(int node);
+    std::string_view pool_key_of(int node) { return backend_pool::key_of(pool_entry_of(node)); }
     int active_ = -1;   ///< the node the last unit went to; its responses are being relayed
     int reading_ = -1;  ///< the node backend_to_client reads from (active_ once at a boundary)
     int lb_node_ = -1;  ///< the session's read node (statement_level: none kept)
