@@ -477,7 +477,7 @@ def _load_libpq():
         "PQsendQuery": ([P, S], I), "PQgetResult": ([P], P), "PQisBusy": ([P], I),
         "PQconsumeInput": ([P], I), "PQnotifies": ([P], ctypes.POINTER(_PGnotify)),
         "PQfreemem": ([P], None), "PQgetCancel": ([P], P), "PQfreeCancel": ([P], None),
-        "PQcancel": ([P, S, I], I), "PQfname": ([P, I], S),
+        "PQcancel": ([P, S, I], I), "PQfname": ([P, I], S), "PQparameterStatus": ([P, S], S),
         "PQprepare": ([P, S, S, I, P], P),
         "PQexecPrepared": ([P, S, I, ctypes.POINTER(S), P, P, I], P),
     }
@@ -588,6 +588,10 @@ class Connection:
     def backend_pid(self):
         """PQbackendPID: the pid from BackendKeyData (pgpilot's own, through pgpilot)."""
         return libpq.PQbackendPID(self.conn)
+
+    def parameter_status(self, name):
+        """PQparameterStatus: what the last ParameterStatus for `name` said (None: none came)."""
+        return _text(libpq.PQparameterStatus(self.conn, name.encode()))
 
     def send_query(self, sql):
         if not libpq.PQsendQuery(self.conn, sql.encode()):

@@ -42,6 +42,36 @@ def test_clients_share_a_backend_connection_between_transactions(env):
                 c.close()
 
 
+# What PostgreSQL 15 reports at startup (its GUC_REPORT settings).
+REPORTED = ["application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+            "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser",
+            "server_encoding", "server_version", "session_authorization",
+            "standard_conforming_strings", "TimeZone"]
+
+
+@pgpilot_only
+def test_login_is_told_what_the_server_reports(env):
+    """A client of a pool whose server parameters pgpilot already knows is greeted without a
+    connection: it must be told what the server tells a client that connects directly, with
+    its own application_name."""
+    with env.pgpilot(**SHARED) as px, Connection(env.primary_port, application_name="x") as direct:
+        expected = {name: direct.parameter_status(name) for name in REPORTED}
+        for name, value in expected.items():
+            check(value is not None, f"PostgreSQL reports {name} at startup")
+        with Connection(px.port, application_name=APP) as first:
+            first.query("SELECT 1")  # the pool has had a connection: it knows the parameters
+        for app in ("itest_greeted", "", None):
+            params = {} if app is None else {"application_name": app}
+            with Connection(px.port, **params) as c:
+                told = {name: c.parameter_status(name) for name in REPORTED}
+                for name in REPORTED:
+                    want = expected[name] if name != "application_name" else (app or "")
+                    check_equal(told[name], want,
+                                f"{name} told at login (application_name {app!r})")
+                check_equal(c.scalar("SHOW application_name"), app or "",
+                            "application_name on the server")
+
+
 @pgpilot_only
 def test_settings_follow_their_client(env):
     with env.pgpilot(**SHARED) as px, Connection(px.port, application_name=APP) as a, \
