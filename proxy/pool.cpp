@@ -149,8 +149,7 @@ backend_pool::idle_list& backend_pool::entry_for(const pool_request& r) {
             g->user = r.user;
             g->database = r.database;
             g->first = r;
-            g->first_key = std::string(r.key);
-            g->first.key = g->first_key;
+            g->first.key = list.key;  // the map's key: it outlives the request
         }
         list.g = g.get();
     }

@@ -178,8 +178,7 @@ class backend_pool {
         std::uint64_t waits = 0;
         std::uint64_t timeouts = 0;
         std::uint64_t connects = 0;
-        pool_request first;     ///< how the pool was first asked for (min_pool_size connects)
-        std::string first_key;  ///< what first.key points to
+        pool_request first;  ///< how the pool was first asked for (min_pool_size connects)
     };
     struct idle_list {
         std::string_view key;  ///< its key in idle_ (a map's keys do not move)
