@@ -7,6 +7,11 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
 #include "ha/log.hpp"
 #include "ha/registry_internal.hpp"
 
@@ -23,6 +28,68 @@ constexpr std::chrono::milliseconds reload_grace{100};
 
 control_result refused(std::string why) {
     return {false, std::move(why)};
+}
+
+/// Where the old primary's WAL must be replayed to for nothing acknowledged to be lost, once
+/// no transaction writes there any more (`lsn`); or why it cannot be known.
+struct wal_end {
+    std::optional<std::uint64_t> lsn;
+    std::string why;
+};
+
+/// Not the write position (pg_current_wal_lsn()): with synchronous_commit = off a commit is
+/// acknowledged once its record is inserted, and the WAL writer writes it out up to
+/// wal_writer_delay later: a standby promoted at the write position could miss the last
+/// acknowledged commits. Nor the insert position read now: the WAL writer writes out only up
+/// to the last asynchronous commit and whole pages, and a record after those (a snapshot of
+/// running transactions the background writer logs) may stay unwritten for minutes, and no
+/// standby gets past it. So pgpilot writes a record of its own and commits it with
+/// synchronous_commit = local, which writes out and flushes all WAL up to its commit record
+/// at once, then reads the insert and the flush position: the lesser is at or past that
+/// commit record (past every acknowledged commit, and no standby can have received WAL the
+/// promoted one lacks), and written. The record: a logical decoding message, or, for a user
+/// who may not emit one, a temporary table's catalog rows.
+net::awaitable<wal_end> flushed_wal_end(backend_connection& conn, int node,
+                                        std::chrono::milliseconds timeout) {
+    static constexpr std::array<std::string_view, 2> records{
+        "SELECT pg_catalog.pg_logical_emit_message(true, 'pgpilot', 'switchover') IS NOT NULL",
+        "CREATE TEMPORARY TABLE pgpilot_switchover () ON COMMIT DROP"};
+    wal_end out;
+    for (auto record : records) {
+        auto w = co_await query_within(
+            conn,
+            fmt::format("BEGIN READ WRITE; SET LOCAL synchronous_commit = local; {}; COMMIT",
+                        record),
+            timeout);
+        if (w.io) {
+            out.why = failure_text(w);
+            co_return out;
+        }
+        if (w.error || w.tx_status != 'I') {
+            out.why = "cannot write a WAL record: " + failure_text(w, "no commit");
+            log::info("switchover: node {}: {}", node, out.why);
+            if (w.tx_status == 'I') continue;
+            auto r = co_await query_within(conn, "ROLLBACK", timeout);
+            if (r.io || r.error) {
+                out.why = failure_text(r);
+                co_return out;
+            }
+            continue;
+        }
+        auto l = co_await query_within(conn,
+                                       "SELECT LEAST(pg_catalog.pg_current_wal_insert_lsn(), "
+                                       "pg_catalog.pg_current_wal_flush_lsn())::text",
+                                       timeout);
+        const text_row* lsn = single_row(l, 1);
+        if (!lsn) {
+            out.why = failure_text(l);
+            co_return out;
+        }
+        out.lsn = router::parse_lsn(*(*lsn)[0]);
+        if (!out.lsn) out.why = "unexpected WAL position " + *(*lsn)[0];
+        co_return out;
+    }
+    co_return out;
 }
 
 }  // namespace
@@ -181,38 +248,18 @@ net::awaitable<control_result> node_registry::prepare_switchover(int old_primary
                 "AND pid <> pg_catalog.pg_backend_pid()",
                 ort.health_timeout + std::chrono::seconds(5));
             const text_row* ended = single_row(t, 1);
-            // Not the write position (pg_current_wal_lsn()): with synchronous_commit = off a
-            // commit is acknowledged once its record is inserted, and the WAL writer writes it
-            // out up to wal_writer_delay later; promoted at the write position, node `id`
-            // could miss the last acknowledged commits. The insert position, read after a
-            // transaction of pgpilot's own that emits a record and commits with
-            // synchronous_commit = local: that commit flushes all WAL before it at once, so
-            // the standby need not wait for the WAL writer. The position is read after the
-            // commit so that it covers the commit record too: a record past it could reach
-            // another standby and not the promoted one, and that standby could not follow.
-            // A user who may not emit the record: the same position, and the wait.
-            auto f = co_await query_within(
-                *oc.conn,
-                "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; SELECT "
-                "pg_catalog.pg_logical_emit_message(true, 'pgpilot', 'switchover') IS NOT NULL; "
-                "COMMIT",
-                ort.health_timeout);
-            if (f.error && !f.io)
-                log::info("switchover: node {}: {}; waiting for its WAL writer", old_primary,
-                          failure_text(f));
-            auto l = co_await query_within(
-                *oc.conn,
-                f.error ? "ROLLBACK; SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
-                        : "SELECT pg_catalog.pg_current_wal_insert_lsn()::text",
-                ort.health_timeout);
-            const text_row* lsn = single_row(l, 1);
-            if (!ended || !lsn) {
-                why = failure_text(ended ? l : t);
+            if (!ended) {
+                why = failure_text(t);
+                break;
+            }
+            auto end = co_await flushed_wal_end(*oc.conn, old_primary, ort.health_timeout);
+            if (!end.lsn) {
+                why = std::move(end.why);
                 break;
             }
             log::info("switchover: node {} ended {} sessions; its WAL ends at {}", old_primary,
-                      *(*ended)[0], *(*lsn)[0]);
-            target = router::parse_lsn(*(*lsn)[0]);
+                      *(*ended)[0], router::format_lsn(*end.lsn));
+            target = end.lsn;
             break;
         }
         if (steady_clock::now() >= deadline) {

@@ -33,8 +33,8 @@ def backends(cluster):
 class DirectWriter:
     """Autocommit INSERTs straight into one server in a loop; keeps the ids it saw committed."""
 
-    def __init__(self, port, table):
-        self.port, self.table = port, table
+    def __init__(self, port, table, user=harness.SUPERUSER):
+        self.port, self.table, self.user = port, table, user
         self.committed, self.errors = [], []
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -45,7 +45,7 @@ class DirectWriter:
         while not self.stop_event.is_set():
             try:
                 if conn is None:
-                    conn = Connection(self.port, connect_timeout=2)
+                    conn = Connection(self.port, user=self.user, connect_timeout=2)
                 n += 1
                 r = conn.execute(f"INSERT INTO {self.table} VALUES ({n})")
                 if r.ok:
@@ -102,11 +102,33 @@ def test_detach_and_attach(env):
                   "a stopped node is not attached")
 
 
-@pgpilot_only
-def test_switchover_loses_no_commit(env):
+def switchover_under_writes(env, *, check_user=None):
+    """`promote 1 switchover` while a client commits autocommit INSERTs on the primary: the
+    answer, the new roles, no acknowledged commit missing on node 1, standby2 following it.
+    check_user: a role made here for pgpilot's own connections ([health_check] and
+    [streaming_replication_check] user), granted
+    what a switchover takes but not pg_logical_emit_message, and used by the writer too (a
+    role with pg_signal_backend may end only sessions of roles that are not superusers)."""
     with env.private_cluster(standbys=2) as cluster:
         primary, standby1, standby2 = cluster.nodes
         cluster.psql(primary, "CREATE TABLE itest_switchover (i int)")
+        health_check = dict(FAST)
+        own = {}  # overrides of pgpilot's own logins
+        writer_user = harness.SUPERUSER
+        if check_user:
+            for sql in (f"CREATE ROLE {check_user} LOGIN",
+                        f"GRANT pg_monitor, pg_signal_backend TO {check_user}",
+                        f"GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only, "
+                        f"primary_conninfo TO {check_user}",
+                        f"GRANT EXECUTE ON FUNCTION pg_reload_conf(), pg_promote(boolean, integer) "
+                        f"TO {check_user}",
+                        f"GRANT INSERT, SELECT ON itest_switchover TO {check_user}",
+                        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) "
+                        "FROM PUBLIC"):
+                cluster.psql(primary, sql)
+            health_check["user"] = check_user
+            own["streaming_replication_check"] = {"user": check_user}
+            writer_user = check_user
         # The test clusters run with synchronous_commit = off: a commit is acknowledged before
         # its WAL is written. With a WAL writer that writes only every 10 s, the last commits
         # are still unwritten when the switchover reads the old primary's position: it must
@@ -114,10 +136,10 @@ def test_switchover_loses_no_commit(env):
         # (hold_timeout, 5 s here, bounds the whole switchover).
         cluster.psql(primary, "ALTER SYSTEM SET wal_writer_delay = '10s'")
         cluster.psql(primary, "SELECT pg_reload_conf()")
-        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster),
-                          failover={"hold_timeout": 5}) as ha:
+        with env.ha_watch(cluster=cluster, health_check=health_check, backend=backends(cluster),
+                          failover={"hold_timeout": 5}, **own) as ha:
             check_equal(roles(ha.snapshot()), ["primary", "standby", "standby"], "roles")
-            with DirectWriter(primary["port"], "itest_switchover") as writer:
+            with DirectWriter(primary["port"], "itest_switchover", writer_user) as writer:
                 time.sleep(0.3)
                 t0 = time.monotonic()
                 answer = ha.command("promote 1 switchover").strip()
@@ -145,6 +167,23 @@ def test_switchover_loses_no_commit(env):
                 check(time.monotonic() < deadline, "standby2 does not stream from node 1")
                 time.sleep(0.1)
             check_equal(status_file(ha), "down\nup\nup\n", "status file")
+        return ha.log()
+
+
+@pgpilot_only
+def test_switchover_loses_no_commit(env):
+    log = switchover_under_writes(env)
+    check("cannot write a WAL record" not in log, "the switchover wrote its own record")
+
+
+@pgpilot_only
+def test_switchover_without_the_right_to_emit_a_record(env):
+    """A user for pgpilot's own connections who may not call pg_logical_emit_message and is no
+    superuser: the switchover flushes the old primary's WAL with a temporary table instead, and
+    loses no commit."""
+    log = switchover_under_writes(env, check_user="itest_checker")
+    check("cannot write a WAL record: permission denied for function pg_logical_emit_message"
+          in log, "the switchover says why it does not emit a message")
 
 
 @pgpilot_only
