@@ -106,9 +106,9 @@ def switchover_under_writes(env, *, check_user=None):
     """`promote 1 switchover` while a client commits autocommit INSERTs on the primary: the
     answer, the new roles, no acknowledged commit missing on node 1, standby2 following it.
     check_user: a role made here for pgpilot's own connections ([health_check] and
-    [streaming_replication_check] user), granted
-    what a switchover takes but not pg_logical_emit_message, and used by the writer too (a
-    role with pg_signal_backend may end only sessions of roles that are not superusers)."""
+    [streaming_replication_check] user), granted what a switchover takes but not
+    pg_logical_emit_message, and used by the writer too (a role with pg_signal_backend may end
+    only sessions of roles that are not superusers)."""
     with env.private_cluster(standbys=2) as cluster:
         primary, standby1, standby2 = cluster.nodes
         cluster.psql(primary, "CREATE TABLE itest_switchover (i int)")
