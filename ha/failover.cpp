@@ -292,6 +292,28 @@ net::awaitable<void> node_registry::builtin_follow(int id, int primary) {
     set_conninfo_value(*ci, "hostaddr", std::nullopt);
     if (!rt.configured_application_name.empty() && !conninfo_value(*ci, "application_name"))
         set_conninfo_value(*ci, "application_name", rt.configured_application_name);
+    // A replication slot the standby streams from must exist on the new primary too (slots
+    // are not replicated). Made before the standby is pointed there: a WAL receiver that finds
+    // no slot tries again only after wal_retrieve_retry_interval (5 s by default).
+    auto slot = co_await query_within(*c.conn, "SHOW primary_slot_name", rt.health_timeout);
+    if (const text_row* row = single_row(slot, 1); row && !(*row)[0]->empty()) {
+        const std::string name = *(*row)[0];
+        const auto& prt = *runtime_[std::size_t(primary)];
+        auto pc = co_await connect_to(primary);
+        rows_outcome created;
+        if (pc.conn) {
+            created = co_await query_within(
+                *pc.conn,
+                fmt::format("SELECT pg_create_physical_replication_slot({0}) WHERE NOT EXISTS "
+                            "(SELECT 1 FROM pg_replication_slots WHERE slot_name = {0})",
+                            sql_literal(name)),
+                prt.health_timeout);
+            if (!created.io) co_await say_goodbye(*pc.conn);
+        }
+        if (!pc.conn || created.io || created.error)
+            log::error("follow: cannot create replication slot \"{}\" on node {}: {}", name,
+                       primary, pc.conn ? failure_text(created) : pc.failure.message);
+    }
     // ALTER SYSTEM cannot run in a transaction block: two separate queries.
     const std::string alter =
         "ALTER SYSTEM SET primary_conninfo = " + sql_literal(format_conninfo(*ci));
@@ -305,29 +327,11 @@ net::awaitable<void> node_registry::builtin_follow(int id, int primary) {
         log::error("follow: pg_reload_conf() on node {} failed: {}", id, failure_text(reloaded));
         co_return;
     }
-    // A replication slot the standby streams from must exist on the new primary too.
-    auto slot = co_await query_within(*c.conn, "SHOW primary_slot_name", rt.health_timeout);
     co_await say_goodbye(*c.conn);
     log::info(
         "follow: node {} now streams from node {} ({}:{}): primary_conninfo rewritten and "
         "reloaded",
         id, primary, p.host, p.port);
-    const text_row* slot_row = single_row(slot, 1);
-    if (!slot_row || (*slot_row)[0]->empty()) co_return;
-    const std::string name = *(*slot_row)[0];
-    const auto& prt = *runtime_[std::size_t(primary)];
-    auto pc = co_await connect_to(primary);
-    if (!pc.conn) co_return;
-    const std::string create = fmt::format(
-        "SELECT pg_create_physical_replication_slot({0}) WHERE NOT EXISTS "
-        "(SELECT 1 FROM pg_replication_slots WHERE slot_name = {0})",
-        sql_literal(name));
-    auto created = co_await query_within(*pc.conn, create, prt.health_timeout);
-    if (created.io || created.error)
-        log::error("follow: cannot create replication slot \"{}\" on node {}: {}", name, primary,
-                   failure_text(created));
-    else
-        co_await say_goodbye(*pc.conn);
 }
 
 net::awaitable<bool> node_registry::run_user_command(const std::string& what,

@@ -159,6 +159,67 @@ def test_primary_killed_standby_promoted_other_follows(env):
             check_equal(status_file(px), "down\nup\nup\n", "status file after -D")
 
 
+def active_slots(cluster, node):
+    out = cluster.psql(node, "SELECT slot_name FROM pg_replication_slots WHERE active")
+    return set(out.split())
+
+
+def test_standbys_on_replication_slots_follow_the_new_primary(env):
+    """Standbys that stream through physical replication slots (primary_slot_name): after the
+    primary dies, the one that follows the promoted standby finds its slot there (slots are not
+    replicated) and streams through it."""
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        for name, standby in (("standby1", standby1), ("standby2", standby2)):
+            cluster.psql(primary, f"SELECT pg_create_physical_replication_slot('{name}_slot')")
+            cluster.psql(standby, f"ALTER SYSTEM SET primary_slot_name = '{name}_slot'")
+            cluster.psql(standby, "SELECT pg_reload_conf()")
+        wait_until("both standbys streaming through their slots",
+                   lambda: active_slots(cluster, primary) == {"standby1_slot", "standby2_slot"})
+        with env.pgpilot(cluster=cluster, health_check=FAST, backend=backends(cluster)) as px:
+            t_kill = time.monotonic()
+            cluster.kill(primary)
+            promoted = failover_logged(px)
+            new_primary = cluster.nodes[promoted]
+            follower = "standby2" if promoted == 1 else "standby1"
+            wait_until(f"{follower} streaming from the new primary through its slot",
+                       lambda: active_slots(cluster, new_primary) == {f"{follower}_slot"},
+                       timeout=20)
+            print(f"{follower} streams through its slot on node {promoted} "
+                  f"{time.monotonic() - t_kill:.3f}s after the kill")
+            check_equal(streaming_from(cluster, new_primary), {follower}, "streaming standbys")
+            log = px.log()
+            check(f"follow: node {3 - promoted} now streams from node {promoted}" in log,
+                  "follow is logged")
+            check("cannot create replication slot" not in log, "no slot error logged")
+
+
+def test_failover_command_runs_for_a_failed_standby(env):
+    """As pgpool-II does, failover_command runs for a standby that fails too: %d is the
+    standby, %P the primary (scripts tell the two cases apart by comparing them); nothing is
+    promoted."""
+    with env.private_cluster(standbys=2) as cluster:
+        primary, standby1, standby2 = cluster.nodes
+        out = os.path.join(env.workdir, "failover.args")
+        failover = {"command": f"echo %d %h %p %m %P %M >> {out}"}
+        with env.pgpilot(cluster=cluster, health_check=FAST, failover=failover,
+                         backend=backends(cluster)) as px:
+            cluster.kill(standby2)
+            wait_until("the failover command ran for node 2",
+                       lambda: "failover command for node 2 succeeded" in px.log())
+            with open(out) as f:
+                args = f.read().split()
+            s2 = standby2
+            check_equal(args, ["2", s2["host"], str(s2["port"]), "0", "0", "0"],
+                        "failover_command placeholders for a failed standby")
+            with Connection(px.port) as c:
+                check_equal(c.scalar("/*NO LOAD BALANCE*/ SELECT inet_server_port()"),
+                            str(primary["port"]), "the primary stays the primary")
+                nodes = c.query("SHOW POOL_NODES")
+            check_equal([n[3] for n in nodes], ["up", "up", "down"], "node statuses")
+            check("is the new primary" not in px.log(), "nothing promoted")
+
+
 def failover_logged(px, timeout=15):
     """Waits for 'node N is the new primary' in pgpilot's log; returns N."""
     deadline = time.monotonic() + timeout
