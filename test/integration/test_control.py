@@ -187,6 +187,58 @@ def test_switchover_without_the_right_to_emit_a_record(env):
 
 
 @pgpilot_only
+def test_switchover_waits_for_open_transactions(env):
+    """A transaction open on the primary when the switchover begins may still commit: the
+    switchover waits for it (up to hold_timeout). One that ends in time is on the new primary;
+    one that does not makes the switchover refuse, and the old primary takes writes again."""
+    with env.private_cluster(standbys=1) as cluster:
+        primary, standby = cluster.nodes
+        cluster.psql(primary, "CREATE TABLE itest_open_tx (i int)")
+        with env.ha_watch(cluster=cluster, health_check=FAST, backend=backends(cluster),
+                          failover={"hold_timeout": 2}) as ha:
+            check_equal(roles(ha.snapshot()), ["primary", "standby"], "roles")
+            with Connection(primary["port"]) as idle_in_tx:
+                idle_in_tx.query("BEGIN")
+                idle_in_tx.query("INSERT INTO itest_open_tx VALUES (1)")
+                t0 = time.monotonic()
+                answer = ha.command("promote 1 switchover").strip()
+                took = time.monotonic() - t0
+                check_equal(answer, "error: cannot stop writes on node 0: 1 transactions still "
+                                    "running after hold_timeout", "refused")
+                check(took >= 1.9, f"it waited for hold_timeout ({took:.3f}s)")
+                check_equal(cluster.psql(primary, "SHOW default_transaction_read_only").strip(),
+                            "off", "the old primary takes writes again")
+                idle_in_tx.query("COMMIT")
+            snap = ha.snapshot()
+            check_equal(statuses(snap), ["up", "up"], "statuses after the refusal")
+            check_equal(roles(snap), ["primary", "standby"], "roles after the refusal")
+            check_equal(snap["failover_in_progress"], False, "no failover in progress")
+            cluster.psql(primary, "INSERT INTO itest_open_tx VALUES (2)")
+
+            with Connection(primary["port"]) as slow:
+                slow.query("BEGIN")
+                slow.query("INSERT INTO itest_open_tx VALUES (3)")
+                committed = threading.Event()
+
+                def commit_later():
+                    time.sleep(0.7)
+                    slow.query("COMMIT")
+                    committed.set()
+
+                t = threading.Thread(target=commit_later, daemon=True)
+                t.start()
+                t0 = time.monotonic()
+                answer = ha.command("promote 1 switchover").strip()
+                took = time.monotonic() - t0
+                t.join(5)
+            check_equal(answer, "ok: node 1 is the primary", "switchover after the commit")
+            check(committed.is_set() and took >= 0.6,
+                  f"the switchover waited for the open transaction ({took:.3f}s)")
+            rows = cluster.psql(standby, "SELECT i FROM itest_open_tx ORDER BY i").split()
+            check_equal(rows, ["1", "2", "3"], "every commit on the new primary")
+
+
+@pgpilot_only
 def test_auto_failback_attaches_a_streaming_standby(env):
     with env.private_cluster(standbys=1) as cluster:
         primary, standby = cluster.nodes
