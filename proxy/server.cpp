@@ -2,10 +2,14 @@
 
 #include <malloc.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <future>
 #include <thread>
 
@@ -71,6 +75,54 @@ std::unique_ptr<acceptor> open_tcp(net::io_context& ctx, const net::ip::tcp::end
 
 std::string unix_socket_path(const config::server_settings& s) {
     return s.unix_socket_dir + "/.s.PGSQL." + std::to_string(s.port);
+}
+
+/// Whether a server listens on the Unix socket at `path` (a file left by a server that was
+/// killed accepts nobody). Non-blocking: a full backlog (EAGAIN) means someone listens too.
+bool unix_socket_live(const std::string& path) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path) return false;  // the bind will say so
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    const bool live = rc == 0 || errno == EAGAIN;
+    ::close(fd);
+    return live;
+}
+
+/// Why pgpilot cannot have its addresses, or empty. The workers share the TCP port through
+/// SO_REUSEPORT, which would as well let in a second pgpilot run by the same user: the
+/// kernel would split the clients between two proxies with their own pools and their own
+/// failover decisions. So a socket without SO_REUSEPORT tries each address first, and a live
+/// Unix socket is not replaced. Checked before anything else starts (the node registry
+/// writes the status file).
+std::string addresses_taken(const config::server_settings& s) {
+    net::io_context ctx;
+    std::vector<net::ip::tcp::endpoint> endpoints;
+    try {
+        endpoints = listen_endpoints(s);
+    } catch (const std::exception&) {
+        return {};  // opening the listeners says what is wrong
+    }
+    for (const auto& ep : endpoints) {
+        acceptor probe(ctx);
+        const net::generic::stream_protocol::endpoint gep(ep);
+        error_code ec;
+        probe.open(gep.protocol(), ec);
+        if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
+        if (!ec && ep.address().is_v6()) probe.set_option(net::ip::v6_only(true), ec);
+        if (!ec) probe.bind(gep, ec);
+        if (ec == net::error::address_in_use)
+            return fmt::format(
+                "could not bind {} port {}: {}; is another pgpilot or server already running on "
+                "port {}?",
+                ep.address().to_string(), ep.port(), ec.message(), ep.port());
+    }
+    if (!s.unix_socket_dir.empty() && unix_socket_live(unix_socket_path(s)))
+        return fmt::format("another pgpilot or server is listening on {}", unix_socket_path(s));
+    return {};
 }
 
 net::awaitable<void> accept_loop(worker& w, acceptor& a, bool tcp,
@@ -239,6 +291,10 @@ int run_server(const config::settings& settings, const run_options& options) {
     net::io_context main_ctx{1};
     net::signal_set signals(main_ctx, SIGINT, SIGTERM);
     raise_descriptor_limit();
+    if (auto taken = addresses_taken(settings.server); !taken.empty()) {
+        log::error("cannot listen: {}", taken);
+        return 1;
+    }
 
     // Nodes as configured; the registry finds out their status and role.
     net::io_context ha_ctx{1};
