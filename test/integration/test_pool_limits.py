@@ -251,6 +251,67 @@ def test_max_backend_connections_spans_pools(env):
         check(rows[0]["sv_active"] == "0", f"nothing in use: {rows}")
 
 
+def no_result_yet(conn, seconds, what):
+    """After send_query: no answer within `seconds` (the client waits for a connection)."""
+    try:
+        conn.wait_result(seconds)
+    except harness.TestFailure:
+        return
+    raise harness.TestFailure(f"{what}: answered without waiting")
+
+
+@pgpilot_only
+def test_a_connection_given_back_goes_to_another_pools_waiter(env):
+    """max_backend_connections = 2, both in one pool's transactions: a client of another pool
+    waits; when one transaction ends, its connection is closed and the waiter opens its own,
+    the node never holding more than 2."""
+    app = "itest_pool_give_way"
+    with Connection(env.primary_port) as direct:
+        direct.query("DROP ROLE IF EXISTS itest_give_way")
+        direct.query("CREATE ROLE itest_give_way LOGIN")
+    pool = {**TX, "pool_size": 5, "max_backend_connections": 2, "query_wait_timeout": 0}
+    with env.pgpilot(pool=pool, **PRIMARY_ONLY) as px, Peak(env, app) as peak:
+        # Logged in first: a login to a pool pgpilot has not seen yet needs a connection.
+        b = Connection(px.port, user="itest_give_way", application_name=app)
+        check_equal(b.scalar("SELECT 1"), "1", "the other pool's first query")
+        a1 = Connection(px.port, application_name=app)
+        a2 = Connection(px.port, application_name=app)
+        for a in (a1, a2):
+            a.query("BEGIN")
+            a.query("SELECT 1")
+        b.send_query("SELECT current_user")
+        no_result_yet(b, 0.5, "the other pool's client while the node's budget is used up")
+        a1.query("COMMIT")
+        check_equal(b.wait_result(5).rows, [("itest_give_way",)], "the waiter's answer")
+        check_equal(a2.scalar("SELECT 'a2 fine'"), "a2 fine", "the transaction still open")
+        a2.query("COMMIT")
+        check_equal(a1.scalar("SELECT 'a1 again'"), "a1 again", "the first pool again")
+        for c in (a1, a2, b):
+            c.close()
+    check(peak.peak <= 2, f"at most 2 server connections on the node, saw {peak.peak}")
+
+
+@pgpilot_only
+def test_a_closed_connection_lets_a_waiter_in(env):
+    """pool_size 1, no wait limit: a client waits behind a transaction; the transaction's
+    server connection is terminated: that client gets an error, and the waiter gets the
+    budget at once and opens a new connection."""
+    app = "itest_pool_closed"
+    with env.pgpilot(pool={**TX, "pool_size": 1, "query_wait_timeout": 0}, **PRIMARY_ONLY) as px:
+        holder = Connection(px.port, application_name=app)
+        holder.query("BEGIN")
+        pid = holder.scalar("SELECT pg_backend_pid()")
+        waiter = Connection(px.port, application_name=app)
+        waiter.send_query("SELECT pg_backend_pid()")
+        no_result_yet(waiter, 0.5, "the waiter while the only connection is in a transaction")
+        psql_value(env.primary_port, f"SELECT pg_terminate_backend({pid})")
+        rows = waiter.wait_result(5).rows
+        check(rows and rows[0][0] != pid, f"the waiter runs on a new connection: {rows}")
+        check(not holder.execute("SELECT 1").ok, "the client whose connection died gets an error")
+        holder.close()
+        waiter.close()
+
+
 @pgpilot_only
 def test_idle_connections_time_out_and_pools_stay_warm(env):
     """server_idle_timeout closes idle server connections; min_pool_size keeps that many
