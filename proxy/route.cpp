@@ -97,6 +97,9 @@ const router::function_policy& session::policy() const {
 void session::on_client_ready(char status) {
     const char before = client_tx_status_;
     client_tx_status_ = status;
+    if (shared_.timeouts.client_idle.count() > 0 ||
+        shared_.timeouts.idle_in_transaction.count() > 0)
+        client_idle_since_ = std::chrono::steady_clock::now();
     if (status == 'I') {
         // A committed transaction's SETs stay in effect for the session (a rolled-back or
         // failed one's do not).

@@ -943,6 +943,13 @@ net::awaitable<session_end> session::client_to_backend() {
                 std::tie(ec, n) = co_await client_.async_read_some(space, use_tuple);
             }
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
+            if (n > 0) client_idle_since_ = {};
+            if (idle_timeout_ && is_cancelled(ec)) {
+                end_detail_ = *idle_timeout_ == session_end::client_idle_timeout
+                                  ? idle_session_text
+                                  : "terminating connection due to idle-in-transaction timeout";
+                co_return *idle_timeout_;
+            }
             messages_this_turn = 0;
             bytes_this_turn = n;
             if (!ec) in.append(first.data(), n);
@@ -1406,11 +1413,16 @@ void session::stop() {
     client_.cancel(ignored);  // unpark() sees shared_.stopping
 }
 
+bool session::waits_for_client() const {
+    if (in_unit_ || dispatching_ || local_writing_) return false;
+    return std::none_of(links_.begin(), links_.end(),
+                        [](const backend_link& l) { return !l.queue.empty() || l.partial_write; });
+}
+
 bool session::can_park() const {
-    if (in_unit_ || dispatching_ || local_writing_ || client_tx_status_ != 'I') return false;
-    return std::none_of(links_.begin(), links_.end(), [](const backend_link& l) {
-        return l.conn || !l.queue.empty() || l.partial_write;
-    });
+    return client_tx_status_ == 'I' && waits_for_client() &&
+           std::none_of(links_.begin(), links_.end(),
+                        [](const backend_link& l) { return bool(l.conn); });
 }
 
 void session::tick(std::chrono::steady_clock::time_point now) {
@@ -1419,6 +1431,21 @@ void session::tick(std::chrono::steady_clock::time_point now) {
         login_expired_ = true;
         cancel_signal_.emit(net::cancellation_type::terminal);  // the step's wait ends
         return;
+    }
+    if (!parked_ && !idle_timeout_ &&
+        client_idle_since_ != std::chrono::steady_clock::time_point{} && waits_for_client()) {
+        // The client has had its answers and sends nothing. A read that began while they were
+        // still coming has no timer of its own: this ends it.
+        const bool in_transaction = client_tx_status_ != 'I';
+        const auto limit =
+            in_transaction ? shared_.timeouts.idle_in_transaction : shared_.timeouts.client_idle;
+        if (limit.count() > 0 && now - client_idle_since_ >= limit) {
+            idle_timeout_ = in_transaction ? session_end::idle_in_transaction_timeout
+                                           : session_end::client_idle_timeout;
+            error_code ignored;
+            client_.cancel(ignored);  // client_to_backend's read ends with operation_aborted
+            return;
+        }
     }
     if (parked_ || park_requested_ || client_wait_since_ == std::chrono::steady_clock::time_point{})
         return;

@@ -166,6 +166,8 @@ class session : public std::enable_shared_from_this<session> {
     void spawn(step from, session_end end = session_end::client_terminated);
     /// The session's life from `from`; never throws.
     net::awaitable<void> run(step from, session_end end);
+    /// Nothing of the client's in flight: it has had every answer and pgpilot waits for it.
+    bool waits_for_client() const;
     /// Nothing in flight, no backend connection: the relay may end until the client speaks.
     bool can_park() const;
     /// links_ has one entry per node (park() may have dropped them).
@@ -365,6 +367,12 @@ class session : public std::enable_shared_from_this<session> {
     /// parked: since when (the epoch otherwise).
     std::chrono::steady_clock::time_point client_wait_since_{};
     bool park_requested_ = false;  ///< tick() cancelled the client wait to park
+    /// When the client last got a ReadyForQuery, while client_idle_limit or
+    /// idle_in_transaction_timeout is set (the epoch otherwise, and once the client sends
+    /// more): tick() ends a client that stays silent past the limit of its transaction state.
+    std::chrono::steady_clock::time_point client_idle_since_{};
+    /// Set by tick() with the limit that ran out; the client read it cancelled ends with it.
+    std::optional<session_end> idle_timeout_;
     /// While a login step runs under authentication_timeout: when tick() ends it.
     std::chrono::steady_clock::time_point login_deadline_{};
     /// AuthenticationOk, held back to go out with the next bytes to the client (send_client()).
