@@ -202,9 +202,9 @@ net::awaitable<void> sweep_loop(worker& w, net::steady_timer& timer) {
     }
 }
 
-/// Every park_after on every worker: ends logins past authentication_timeout, parks idle
-/// sessions (session::tick); after sessions parked or ended, gives free heap pages back (at
-/// most once a second).
+/// Every park_after on every worker: ends logins past authentication_timeout and clients
+/// past their idle limits, parks idle sessions (session::tick); after sessions parked or ended,
+/// gives free heap pages back (at most once a second).
 net::awaitable<void> park_loop(worker& w, net::steady_timer& timer) {
     auto last_trim = std::chrono::steady_clock::now();
     for (;;) {

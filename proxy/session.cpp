@@ -32,6 +32,12 @@ constexpr int messages_per_turn = 64;
 constexpr std::size_t bytes_per_turn = 256 * 1024;
 /// client_idle_limit's FATAL (57P05), as PostgreSQL words its idle_session_timeout.
 constexpr const char* idle_session_text = "terminating connection due to idle-session timeout";
+/// What a client ended by client_idle_limit or idle_in_transaction_timeout is told.
+const char* idle_end_text(session_end why) {
+    return why == session_end::client_idle_timeout
+               ? idle_session_text
+               : "terminating connection due to idle-in-transaction timeout";
+}
 /// Largest message accepted while authenticating (PasswordMessage, SASL messages).
 constexpr std::uint32_t max_auth_message = 64 * 1024;
 
@@ -933,9 +939,7 @@ net::awaitable<session_end> session::client_to_backend() {
                 auto r =
                     co_await (client_.async_read_some(space, use_tuple) || t.async_wait(use_tuple));
                 if (r.index() == 1) {
-                    end_detail_ = on_timeout == session_end::client_idle_timeout
-                                      ? idle_session_text
-                                      : "terminating connection due to idle-in-transaction timeout";
+                    end_detail_ = idle_end_text(on_timeout);
                     co_return on_timeout;
                 }
                 std::tie(ec, n) = std::get<0>(r);
@@ -945,9 +949,7 @@ net::awaitable<session_end> session::client_to_backend() {
             const auto waited_since = std::exchange(client_wait_since_, {});  // not waiting now
             if (n > 0) client_idle_since_ = {};
             if (idle_timeout_ && is_cancelled(ec)) {
-                end_detail_ = *idle_timeout_ == session_end::client_idle_timeout
-                                  ? idle_session_text
-                                  : "terminating connection due to idle-in-transaction timeout";
+                end_detail_ = idle_end_text(*idle_timeout_);
                 co_return *idle_timeout_;
             }
             messages_this_turn = 0;
@@ -1433,9 +1435,11 @@ void session::tick(std::chrono::steady_clock::time_point now) {
         return;
     }
     if (!parked_ && !idle_timeout_ &&
-        client_idle_since_ != std::chrono::steady_clock::time_point{} && waits_for_client()) {
-        // The client has had its answers and sends nothing. A read that began while they were
-        // still coming has no timer of its own: this ends it.
+        client_idle_since_ != std::chrono::steady_clock::time_point{} &&
+        client_wait_since_ != std::chrono::steady_clock::time_point{} && waits_for_client()) {
+        // The relay waits in its client read with nothing of the client's buffered, the client
+        // has had its answers and sends nothing. A read that began while they were still
+        // coming has no timer of its own: this ends it.
         const bool in_transaction = client_tx_status_ != 'I';
         const auto limit =
             in_transaction ? shared_.timeouts.idle_in_transaction : shared_.timeouts.client_idle;

@@ -153,8 +153,10 @@ class session : public std::enable_shared_from_this<session> {
     /// Shutdown hook, on the worker's thread: cancels whatever the session awaits.
     void stop();
     /// Called every park_after by the worker: a login still going on past
-    /// authentication_timeout ends; a session that has waited for its client since before
-    /// `now - park_after` with nothing in flight and no backend connection parks.
+    /// authentication_timeout ends; a client silent since its last answer for longer than
+    /// client_idle_limit or idle_in_transaction_timeout (by its transaction state) is ended; a
+    /// session that has waited for its client since before `now - park_after` with nothing in
+    /// flight and no backend connection parks.
     void tick(std::chrono::steady_clock::time_point now);
     std::uint64_t id() const { return id_; }
 
