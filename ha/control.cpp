@@ -68,11 +68,12 @@ net::awaitable<wal_end> flushed_wal_end(backend_connection& conn, int node,
         if (w.error || w.tx_status != 'I') {
             out.why = "cannot write a WAL record: " + failure_text(w, "no commit");
             log::info("switchover: node {}: {}", node, out.why);
-            if (w.tx_status == 'I') continue;
-            auto r = co_await query_within(conn, "ROLLBACK", timeout);
-            if (r.io || r.error) {
-                out.why = failure_text(r);
-                co_return out;
+            if (w.tx_status != 'I') {
+                auto r = co_await query_within(conn, "ROLLBACK", timeout);
+                if (r.io || r.error) {
+                    out.why = failure_text(r);
+                    co_return out;
+                }
             }
             continue;
         }

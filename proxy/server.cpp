@@ -60,15 +60,24 @@ std::vector<net::ip::tcp::endpoint> listen_endpoints(const config::server_settin
     return eps;
 }
 
+/// Opens `a` and binds it to `ep`; `share_port`: with SO_REUSEPORT (each worker has its own
+/// acceptor on the same port, the kernel spreads connections).
+void bind_tcp(acceptor& a, const net::ip::tcp::endpoint& ep, bool share_port, error_code& ec) {
+    const net::generic::stream_protocol::endpoint gep(ep);
+    a.open(gep.protocol(), ec);
+    if (!ec) a.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec && share_port) a.set_option(reuse_port(true), ec);
+    if (!ec && ep.address().is_v6()) a.set_option(net::ip::v6_only(true), ec);
+    if (!ec) a.bind(gep, ec);
+}
+
 std::unique_ptr<acceptor> open_tcp(net::io_context& ctx, const net::ip::tcp::endpoint& ep) {
     auto a = std::make_unique<acceptor>(ctx);
-    net::generic::stream_protocol::endpoint gep(ep);
-    a->open(gep.protocol());
-    a->set_option(net::socket_base::reuse_address(true));
-    // Each worker has its own acceptor on the same port; the kernel spreads connections.
-    a->set_option(reuse_port(true));
-    if (ep.address().is_v6()) a->set_option(net::ip::v6_only(true));
-    a->bind(gep);
+    error_code ec;
+    bind_tcp(*a, ep, true, ec);
+    if (ec)
+        throw std::runtime_error(fmt::format("could not bind {} port {}: {}",
+                                             ep.address().to_string(), ep.port(), ec.message()));
     a->listen(net::socket_base::max_listen_connections);
     return a;
 }
@@ -108,12 +117,8 @@ std::string addresses_taken(const config::server_settings& s) {
     }
     for (const auto& ep : endpoints) {
         acceptor probe(ctx);
-        const net::generic::stream_protocol::endpoint gep(ep);
         error_code ec;
-        probe.open(gep.protocol(), ec);
-        if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
-        if (!ec && ep.address().is_v6()) probe.set_option(net::ip::v6_only(true), ec);
-        if (!ec) probe.bind(gep, ec);
+        bind_tcp(probe, ep, false, ec);
         if (ec == net::error::address_in_use)
             return fmt::format(
                 "could not bind {} port {}: {}; is another pgpilot or server already running on "
