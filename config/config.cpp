@@ -83,9 +83,9 @@ std::string_view trim(std::string_view s) {
 }
 
 // listen_addresses: "a, b" (or ["a", "b"]); "" means no TCP listener.
-key_spec<server_settings> address_list_key(std::string_view name,
-                                           std::vector<std::string> server_settings::*member) {
-    return {name, [member](server_settings& target, const detail::field& f) {
+template <class S>
+key_spec<S> address_list_key(std::string_view name, std::vector<std::string> S::*member) {
+    return {name, [member](S& target, const detail::field& f) {
                 std::vector<std::string_view> tokens;
                 if (const auto* s = f.node.as_string()) {
                     std::string_view rest = s->get();
@@ -247,6 +247,13 @@ const std::vector<detail::section_spec<settings>>& schema() {
                 required(string_key("name", &user_settings::name, emptiness::rejected)),
                 string_key("password", &user_settings::password),
             }),
+        detail::table_section(
+            "admin", &settings::admin,
+            key_table<admin_settings>{
+                address_list_key("listen_addresses", &admin_settings::listen_addresses),
+                integer_key("port", &admin_settings::port, 0, 65535),
+                string_key("token", &admin_settings::token),
+            }),
         detail::table_section("auth", &settings::auth,
                               key_table<auth_settings>{
                                   enum_key("method", &auth_settings::method, auth_method_names),
@@ -330,6 +337,13 @@ void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
             diag.error(reserved->source().begin, "pool.reserved_connections",
                        fmt::format("must be less than pool.max_client_connections ({}), got {}",
                                    max, reserved->get()));
+    }
+
+    if (const auto* admin_port = doc.at_path("admin.port").as_integer()) {
+        const auto port = doc.at_path("server.port").value_or<std::int64_t>(9999);
+        if (admin_port->get() != 0 && admin_port->get() == port)
+            diag.error(admin_port->source().begin, "admin.port",
+                       fmt::format("must differ from server.port ({})", port));
     }
 
     if (const auto* users = doc.get_as<toml::array>("user")) {

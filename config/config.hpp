@@ -34,6 +34,13 @@ struct server_settings {
     log_level log = log_level::info;  // key: log_level
 };
 
+// [admin]: the HTTP admin endpoint (JSON, Prometheus /metrics, node control).
+struct admin_settings {
+    std::vector<std::string> listen_addresses{"127.0.0.1"};  // as [server] listen_addresses
+    std::uint16_t port = 0;                                  // 0 = no HTTP admin endpoint
+    std::string token;  // bearer token for node control (POST); "" = node control refused
+};
+
 // [pool]: backend connection pooling.
 // [pool] pool_mode: how long a client keeps its backend connections.
 enum class pool_mode { session, transaction };
@@ -185,6 +192,7 @@ struct failover_settings {
 // The whole validated configuration.
 struct settings {
     server_settings server;
+    admin_settings admin;
     pool_settings pool;
     std::vector<backend_settings> backends;  // never empty once loaded
     std::vector<user_settings> users;        // names unique and non-empty

@@ -10,6 +10,7 @@
 #include "ha/log.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/sqlstate.hpp"
+#include "proxy/admin.hpp"
 #include "proxy/session.hpp"
 #include "router/balance.hpp"
 #include "router/node_command.hpp"
@@ -571,25 +572,23 @@ std::string session::show_pools() const {
         "database",      "user",    "node_id",   "pool_mode", "cl_waiting",  "cl_pinned",
         "sv_active",     "sv_idle", "pool_size", "maxwait",   "total_waits", "total_wait_timeouts",
         "total_connects"};
-    const auto pools = shared_.pool.stats();
+    const auto pools = pool_views(shared_);
     std::string out;
     protocol::append_text_row_description(out, columns);
-    for (const auto& p : pools) {
-        const auto mode = shared_.settings.pool_for(p.user, p.database).mode;
-        std::optional<std::string> values[] = {
-            p.database,
-            p.user,
-            std::to_string(p.node),
-            mode == config::pool_mode::transaction ? "transaction" : "session",
-            std::to_string(p.waiting),
-            std::to_string(p.pinned),
-            std::to_string(p.open - p.idle),
-            std::to_string(p.idle),
-            std::to_string(p.pool_size),
-            fmt::format("{:.3f}", p.max_wait),
-            std::to_string(p.waits),
-            std::to_string(p.timeouts),
-            std::to_string(p.connects)};
+    for (const auto& [p, mode] : pools) {
+        std::optional<std::string> values[] = {p.database,
+                                               p.user,
+                                               std::to_string(p.node),
+                                               mode,
+                                               std::to_string(p.waiting),
+                                               std::to_string(p.pinned),
+                                               std::to_string(p.open - p.idle),
+                                               std::to_string(p.idle),
+                                               std::to_string(p.pool_size),
+                                               fmt::format("{:.3f}", p.max_wait),
+                                               std::to_string(p.waits),
+                                               std::to_string(p.timeouts),
+                                               std::to_string(p.connects)};
         protocol::append_text_data_row(out, values);
     }
     protocol::append_command_complete(out, fmt::format("SELECT {}", pools.size()));
@@ -612,43 +611,27 @@ std::string session::show_pool_nodes() const {
                                                    "replication_state",
                                                    "replication_sync_state",
                                                    "last_status_change"};
-    auto snapshot = shared_.registry.snapshot();
-    double total_weight = 0;
-    for (const auto& n : snapshot->nodes)
-        total_weight += n.weight;
+    const auto nodes = node_views(shared_, *shared_.registry.snapshot());
     std::string out;
     protocol::append_text_row_description(out, columns);
-    for (const auto& n : snapshot->nodes) {
-        const bool up = n.status == router::node_status::up;
-        std::string status = up ? "up" : router::to_string(n.status);
-        std::string changed;
-        if (n.last_status_change.time_since_epoch().count() != 0) {
-            const auto t = std::chrono::system_clock::to_time_t(n.last_status_change);
-            std::tm tm{};
-            localtime_r(&t, &tm);
-            char buf[32];
-            std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-            changed = buf;
-        }
-        const std::string role = router::to_string(n.role);
-        std::optional<std::string> values[] = {
-            std::to_string(n.id),
-            n.host,
-            std::to_string(n.port),
-            status,
-            status,
-            fmt::format("{:.6f}", total_weight > 0 ? n.weight / total_weight : 0.0),
-            role,
-            role,
-            std::to_string(shared_.select_count[std::size_t(n.id)].load()),
-            (lb_node_ == n.id) ? "true" : "false",
-            n.role == router::node_role::standby ? std::to_string(n.lag_bytes) : "0",
-            n.replication_state,
-            n.replication_sync_state,
-            changed};
+    for (const auto& n : nodes) {
+        std::optional<std::string> values[] = {std::to_string(n.id),
+                                               n.host,
+                                               std::to_string(n.port),
+                                               n.status,
+                                               n.status,
+                                               fmt::format("{:.6f}", n.lb_weight),
+                                               n.role,
+                                               n.role,
+                                               std::to_string(n.select_cnt),
+                                               (lb_node_ == n.id) ? "true" : "false",
+                                               std::to_string(n.replication_delay),
+                                               n.replication_state,
+                                               n.replication_sync_state,
+                                               n.last_status_change};
         protocol::append_text_data_row(out, values);
     }
-    protocol::append_command_complete(out, fmt::format("SELECT {}", snapshot->nodes.size()));
+    protocol::append_command_complete(out, fmt::format("SELECT {}", nodes.size()));
     protocol::append_ready_for_query(out, client_tx_status_);
     return out;
 }
@@ -701,42 +684,19 @@ net::awaitable<std::string> session::node_control(const router::node_command& co
         co_return fail(
             protocol::sqlstate::active_sql_transaction,
             fmt::format("{} cannot run inside a transaction block", router::to_string(command)));
-    const int id = command.node;
-    if (std::size_t(id) >= shared_.open_transactions.size())
-        co_return fail(protocol::sqlstate::invalid_parameter_value,
-                       fmt::format("there is no node {} (nodes are 0 to {})", id,
-                                   shared_.open_transactions.size() - 1));
     log::warning("s{} user \"{}\" runs {}", id_, user_, router::to_string(command));
-    ha::control_result r;
-    switch (command.what) {
-        case router::node_command::action::attach:
-            r = co_await shared_.registry.attach_node(id);
-            break;
-        case router::node_command::action::detach: {
-            if (command.gracefully) {
-                // Transactions open on the node may finish first (up to hold_timeout).
-                const auto deadline =
-                    std::chrono::steady_clock::now() + shared_.registry.hold_timeout();
-                net::steady_timer t(client_.get_executor());
-                while (shared_.open_transactions[std::size_t(id)].load() > 0 &&
-                       std::chrono::steady_clock::now() < deadline) {
-                    t.expires_after(std::chrono::milliseconds(10));
-                    co_await t.async_wait(use_tuple);
-                    if (shared_.stopping.load())
-                        co_return fail(protocol::sqlstate::admin_shutdown,
-                                       "pgpilot is shutting down");
-                }
-            }
-            r = co_await shared_.registry.detach_node(id);
-            break;
-        }
-        case router::node_command::action::promote:
-            r = co_await shared_.registry.promote_node(id, command.switchover);
+    const auto r = co_await run_node_command(shared_, command, client_.get_executor());
+    switch (r.result) {
+        case node_command_outcome::kind::no_such_node:
+            co_return fail(protocol::sqlstate::invalid_parameter_value, r.message);
+        case node_command_outcome::kind::shutting_down:
+            co_return fail(protocol::sqlstate::admin_shutdown, r.message);
+        default:
             break;
     }
-    log::warning("s{} {}: {}{}", id_, router::to_string(command),
-                 r.ok ? "" : "refused: ", r.message);
-    if (!r.ok)
+    const bool ok = r.result == node_command_outcome::kind::done;
+    log::warning("s{} {}: {}{}", id_, router::to_string(command), ok ? "" : "refused: ", r.message);
+    if (!ok)
         co_return fail(protocol::sqlstate::object_not_in_prerequisite_state,
                        fmt::format("{} failed: {}", router::to_string(command), r.message));
     protocol::append_notice_response(

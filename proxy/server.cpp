@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "ha/log.hpp"
+#include "proxy/admin_http.hpp"
 #include "proxy/context.hpp"
 #include "proxy/session.hpp"
 
@@ -35,26 +36,29 @@ struct worker_thread {
     std::unique_ptr<acceptor> unix_socket;  ///< only on worker 0; hands connections round-robin
     std::unique_ptr<net::steady_timer> sweep_timer;  ///< only on worker 0
     std::unique_ptr<net::steady_timer> park_timer;
+    std::unique_ptr<admin_http> admin;  ///< only on worker 0, with [admin] port set
     std::thread thread;
     std::promise<void> done;  ///< set when the worker's event loop has run out
 };
 
-std::vector<net::ip::tcp::endpoint> listen_endpoints(const config::server_settings& s) {
+/// Every address of `addresses` ([server] or [admin] listen_addresses) with `port`.
+std::vector<net::ip::tcp::endpoint> listen_endpoints(const std::vector<std::string>& addresses,
+                                                     std::uint16_t port) {
     std::vector<net::ip::tcp::endpoint> eps;
     auto add = [&](const net::ip::tcp::endpoint& ep) {
         if (std::find(eps.begin(), eps.end(), ep) == eps.end()) eps.push_back(ep);
     };
     net::io_context ctx;
     net::ip::tcp::resolver resolver(ctx);
-    for (const auto& host : s.listen_addresses) {
+    for (const auto& host : addresses) {
         if (host.empty()) continue;
         if (host == "*") {
-            add({net::ip::address_v4::any(), s.port});
-            add({net::ip::address_v6::any(), s.port});
+            add({net::ip::address_v4::any(), port});
+            add({net::ip::address_v6::any(), port});
             continue;
         }
         for (const auto& r :
-             resolver.resolve(host, std::to_string(s.port), net::ip::tcp::resolver::passive))
+             resolver.resolve(host, std::to_string(port), net::ip::tcp::resolver::passive))
             add(r.endpoint());
     }
     return eps;
@@ -71,10 +75,11 @@ void bind_tcp(acceptor& a, const net::ip::tcp::endpoint& ep, bool share_port, er
     if (!ec) a.bind(gep, ec);
 }
 
-std::unique_ptr<acceptor> open_tcp(net::io_context& ctx, const net::ip::tcp::endpoint& ep) {
+std::unique_ptr<acceptor> open_tcp(net::io_context& ctx, const net::ip::tcp::endpoint& ep,
+                                   bool share_port = true) {
     auto a = std::make_unique<acceptor>(ctx);
     error_code ec;
-    bind_tcp(*a, ep, true, ec);
+    bind_tcp(*a, ep, share_port, ec);
     if (ec)
         throw std::runtime_error(fmt::format("could not bind {} port {}: {}",
                                              ep.address().to_string(), ep.port(), ec.message()));
@@ -107,11 +112,16 @@ bool unix_socket_live(const std::string& path) {
 /// failover decisions. So a socket without SO_REUSEPORT tries each address first, and a live
 /// Unix socket is not replaced. Checked before anything else starts (the node registry
 /// writes the status file).
-std::string addresses_taken(const config::server_settings& s) {
+std::string addresses_taken(const config::settings& settings) {
+    const auto& s = settings.server;
     net::io_context ctx;
     std::vector<net::ip::tcp::endpoint> endpoints;
     try {
-        endpoints = listen_endpoints(s);
+        endpoints = listen_endpoints(s.listen_addresses, s.port);
+        if (settings.admin.port != 0) {
+            auto admin = listen_endpoints(settings.admin.listen_addresses, settings.admin.port);
+            endpoints.insert(endpoints.end(), admin.begin(), admin.end());
+        }
     } catch (const std::exception&) {
         return {};  // opening the listeners says what is wrong
     }
@@ -249,6 +259,7 @@ void stop_worker(worker_thread& t) {
     if (t.unix_socket) t.unix_socket->close(ec);
     if (t.sweep_timer) t.sweep_timer->cancel();
     if (t.park_timer) t.park_timer->cancel();
+    if (t.admin) t.admin->stop();
     // Copy: a session may end (and leave the map) while we signal the others.
     std::vector<std::shared_ptr<session>> live;
     for (auto& [id, s] : t.w->sessions)
@@ -296,7 +307,7 @@ int run_server(const config::settings& settings, const run_options& options) {
     net::io_context main_ctx{1};
     net::signal_set signals(main_ctx, SIGINT, SIGTERM);
     raise_descriptor_limit();
-    if (auto taken = addresses_taken(settings.server); !taken.empty()) {
+    if (auto taken = addresses_taken(settings); !taken.empty()) {
         log::error("cannot listen: {}", taken);
         return 1;
     }
@@ -330,7 +341,7 @@ int run_server(const config::settings& settings, const run_options& options) {
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
     std::vector<worker_thread> workers(count);
     try {
-        auto endpoints = listen_endpoints(settings.server);
+        auto endpoints = listen_endpoints(settings.server.listen_addresses, settings.server.port);
         for (unsigned i = 0; i < count; ++i)
             workers[i].w = std::make_unique<worker>(shared, i);
         // The Unix socket first: once the TCP port accepts, a client may look for the socket.
@@ -351,6 +362,16 @@ int run_server(const config::settings& settings, const run_options& options) {
         for (const auto& ep : endpoints)
             log::info("listening on {}:{}", ep.address().to_string(), ep.port());
         if (workers[0].unix_socket) log::info("listening on {}", unix_socket_path(settings.server));
+        if (settings.admin.port != 0) {
+            std::vector<std::unique_ptr<listener>> admin_listeners;
+            for (const auto& ep :
+                 listen_endpoints(settings.admin.listen_addresses, settings.admin.port)) {
+                admin_listeners.push_back(open_tcp(workers[0].w->ctx, ep, false));
+                log::info("admin HTTP endpoint on {}:{}", ep.address().to_string(), ep.port());
+            }
+            workers[0].admin =
+                std::make_unique<admin_http>(*workers[0].w, std::move(admin_listeners));
+        }
     } catch (const std::exception& e) {
         log::error("cannot listen: {}", e.what());
         shared.stopping = true;
@@ -366,6 +387,7 @@ int run_server(const config::settings& settings, const run_options& options) {
             net::co_spawn(t.w->ctx, accept_loop(*t.w, *t.unix_socket, false, &workers),
                           log_exception);
     }
+    if (workers[0].admin) workers[0].admin->start();
     workers[0].sweep_timer = std::make_unique<net::steady_timer>(workers[0].w->ctx);
     net::co_spawn(workers[0].w->ctx, sweep_loop(*workers[0].w, *workers[0].sweep_timer),
                   log_exception);

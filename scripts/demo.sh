@@ -22,8 +22,8 @@ trap 'exit 130' INT TERM
 
 "$python" test/integration/pgcluster.py start --dir "$demo_dir/cluster" --standbys 2
 eval "$("$python" test/integration/pgcluster.py env --dir "$demo_dir/cluster")"
-port=$("$python" test/integration/harness.py write-config --cluster-dir "$demo_dir/cluster" \
-       --out "$demo_dir/pgpilot.toml")
+read -r port admin_port < <("$python" test/integration/harness.py write-config \
+                             --cluster-dir "$demo_dir/cluster" --out "$demo_dir/pgpilot.toml" --admin)
 
 cat <<INFO
 
@@ -33,6 +33,11 @@ pgpilot config: $demo_dir/pgpilot.toml
 Connect through pgpilot from another terminal:
 
     psql -h 127.0.0.1 -p $port -U postgres postgres
+
+The nodes, pools and Prometheus metrics over HTTP (docs/admin.md):
+
+    curl -s http://127.0.0.1:$admin_port/nodes
+    curl -s http://127.0.0.1:$admin_port/metrics
 
 Ctrl-C here stops pgpilot and the cluster.
 

@@ -38,9 +38,10 @@ done
 # routing), the client and pool budgets shared by the workers (limits, pooling, pool_limits), and
 # transaction pooling, where the cancel map entry of a session changes with every transaction's
 # backend connection (transaction_pooling), and sessions parking and waking on their workers
-# while shutdown and idle limits reach them (idle_clients).
+# while shutdown and idle limits reach them (idle_clients), and the HTTP admin endpoint on worker
+# 0 reading the pools, slots and counters the other workers change (admin).
 tsan_suites=(cancel health failover control replication_check routing limits pooling
-             transaction_pooling pool_limits idle_clients)
+             transaction_pooling pool_limits idle_clients admin)
 # Left out under TSan: 2,000 clients at once took 525 s there on the busy 2-core VM, every client
 # failed, and the shared test cluster came out of it with a standby promoted (pgpilot's log ended
 # in "no primary node is available"), which failed every later test. ASan and the normal build

@@ -987,13 +987,18 @@ def _write_config_command(argv):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-pool", type=int, default=16)
     parser.add_argument("--primary-only", action="store_true", help="no standbys as backends")
+    parser.add_argument("--admin", action="store_true",
+                        help="also the HTTP admin endpoint on a free port (printed after the port)")
     args = parser.parse_args(argv)
     port = args.port or free_port()
+    overrides = {"server": {"workers": args.workers}, "pool": {"max_pool": args.max_pool}}
+    if args.admin:
+        overrides["admin"] = {"port": free_port()}
     config = merge_config(default_config(Cluster.load(args.cluster_dir), port, primary_only=args.primary_only),
-                          {"server": {"workers": args.workers}, "pool": {"max_pool": args.max_pool}})
+                          overrides)
     with open(args.out, "w") as f:
         f.write(to_toml(config))
-    print(port)
+    print(f"{port} {config['admin']['port']}" if args.admin else port)
     return 0
 
 

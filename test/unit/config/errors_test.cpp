@@ -395,3 +395,15 @@ TEST_CASE("control characters from the file are escaped in messages", "[config]"
             line_ok(e);
     }
 }
+
+TEST_CASE("the admin endpoint's port must differ from the client port", "[config]") {
+    const auto errors =
+        errors_of(std::string("[server]\nport = 6432\n[admin]\nport = 6432\n") + one_backend);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == "pgpilot.toml:4:8: admin.port: must differ from server.port (6432)");
+    const auto defaults =
+        errors_of(std::string("[admin]\nport = 9999\nlisten_addresses = \"a b\"\n") + one_backend);
+    REQUIRE(defaults.size() == 2);
+    CHECK(defaults[0] == "pgpilot.toml:2:8: admin.port: must differ from server.port (9999)");
+    CHECK(defaults[1] == R"(pgpilot.toml:3:20: admin.listen_addresses: invalid address "a b")");
+}

@@ -110,6 +110,9 @@ TEST_CASE("absent keys and tables take their defaults", "[config]") {
     CHECK(s.users.empty());
     CHECK(s.auth.method == auth_method::trust);
     CHECK(s.auth.backend_password.empty());
+    CHECK(s.admin.port == 0);
+    CHECK(s.admin.listen_addresses == std::vector<std::string>{"127.0.0.1"});
+    CHECK(s.admin.token.empty());
 
     // The struct defaults are the documented ones too.
     CHECK(defaults.server.port == s.server.port);
@@ -125,6 +128,11 @@ port = 6432
 workers = 256
 unix_socket_dir = "/run/pgpilot"
 log_level = "debug"
+
+[admin]
+listen_addresses = ["127.0.0.1", "::1"]
+port = 9898
+token = "t0ken"
 
 [pool]
 max_pool = 0
@@ -161,6 +169,9 @@ backend_password = "s3cret"
     CHECK(s.server.workers == 256);
     CHECK(s.server.unix_socket_dir == "/run/pgpilot");
     CHECK(s.server.log == log_level::debug);
+    CHECK(s.admin.listen_addresses == std::vector<std::string>{"127.0.0.1", "::1"});
+    CHECK(s.admin.port == 9898);
+    CHECK(s.admin.token == "t0ken");
     CHECK(s.pool.max_pool == 0);
     CHECK(s.pool.connection_life_time == 2.5);
     CHECK(s.pool.connect_timeout == 0.25);
