@@ -1,10 +1,14 @@
 // pgpilot: a PostgreSQL proxy for a primary with hot standbys.
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "config/config.hpp"
+#include "config/pgpool_import.hpp"
 #include "ha/log.hpp"
 #include "proxy/server.hpp"
 
@@ -20,12 +24,44 @@ void say(std::FILE* out, fmt::format_string<Args...> f, Args&&... args) {
 void usage(std::FILE* out) {
     say(out,
         "usage: pgpilot [-f FILE] [--check] [-D]\n"
+        "       pgpilot --import-pgpool PGPOOL_CONF > pgpilot.toml\n"
         "  -f, --config FILE   configuration file (default: pgpilot.toml)\n"
         "  --check             validate the configuration and exit (0 valid, 1 not)\n"
         "  -D, --discard-status  ignore the node status file ([failover] status_file): probe\n"
         "                      every node afresh, even those it says are down\n"
+        "  --import-pgpool PGPOOL_CONF\n"
+        "                      print a pgpilot configuration made from a pgpool.conf (and the\n"
+        "                      pool_passwd it names); what is not carried over goes to stderr\n"
         "  -h, --help          this text\n"
         "  --version           print the version\n");
+}
+
+std::optional<std::string> read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+/// pgpilot --import-pgpool FILE: the configuration on stdout, the notes on stderr.
+int import_pgpool(const std::string& file) {
+    const auto text = read_text(file);
+    if (!text) {
+        say(stderr, "pgpilot: cannot read \"{}\": {}\n", file, std::strerror(errno));
+        return 1;
+    }
+    const auto result = pgpilot::config::import_pgpool_conf(*text, file, read_text);
+    for (const auto& e : result.errors)
+        say(stderr, "{}\n", e);
+    if (!result) {
+        say(stderr, "pgpilot: \"{}\" was not imported\n", file);
+        return 1;
+    }
+    for (const auto& n : result.notes)
+        say(stderr, "{}\n", n);
+    std::fputs(result.toml.c_str(), stdout);
+    return 0;
 }
 
 }  // namespace
@@ -38,6 +74,8 @@ int main(int argc, char** argv) {
         std::string_view a = argv[i];
         if ((a == "-f" || a == "--config") && i + 1 < argc) {
             file = argv[++i];
+        } else if (a == "--import-pgpool" && i + 1 < argc) {
+            return import_pgpool(argv[i + 1]);
         } else if (a == "--check") {
             check = true;
         } else if (a == "-D" || a == "--discard-status") {
