@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """The HTTP admin endpoint ([admin], docs/admin.md): GET /health, /nodes, /pools and /metrics
 read with Python's http.client while clients use pgpilot; node control with POST and a bearer
-token; malformed and oversized requests; the port taken by another process."""
+token; malformed and oversized requests; the port taken by another process; pgpilot-ctl."""
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -255,6 +256,49 @@ def test_bad_requests_get_http_errors_and_sessions_go_on(env):
         check_equal(client.scalar("SELECT 'still in the transaction'"), "still in the transaction",
                     "the client session")
         client.query("COMMIT")
+
+
+@pgpilot_only
+def test_pgpilot_ctl(env):
+    """pgpilot-ctl, the endpoint's command-line client, with the address, port and token
+    taken from pgpilot's configuration file."""
+    ctl = os.path.join(os.path.dirname(env.pgpilot_binary), "pgpilot-ctl")
+    admin_port = free_port()
+    with env.pgpilot(admin={"port": admin_port, "token": TOKEN}) as px:
+        def run_ctl(*args):
+            return harness.run([ctl, "-f", px.config_path, *args], check_exit=False, timeout=60)
+
+        r = run_ctl("nodes")
+        check_equal(r.returncode, 0, f"pgpilot-ctl nodes: {r.stderr}")
+        lines = r.stdout.splitlines()
+        check_equal([c.strip() for c in lines[0].split("|")][:5],
+                    ["node_id", "hostname", "port", "status", "role"], "the table's header")
+        rows = [[c.strip() for c in line.split("|")] for line in lines[2:5]]
+        check_equal([(row[0], row[2], row[3], row[4]) for row in rows],
+                    [(str(i), str(n["port"]), "up", "primary" if i == 0 else "standby")
+                     for i, n in enumerate(env.cluster.nodes)], "the nodes")
+        check_equal(lines[5], "(3 rows)", "the row count")
+        check_equal(run_ctl("health").returncode, 0, "health with a primary up")
+        check("pgpilot_node_up" in run_ctl("metrics").stdout, "metrics")
+
+        r = run_ctl("detach", "2", "--gracefully")
+        check_equal((r.returncode, r.stdout.strip()), (0, "node 2 detached"), f"detach: {r.stderr}")
+        statuses = [line.split("|")[3].strip() for line in run_ctl("nodes").stdout.splitlines()[2:5]]
+        check_equal(statuses, ["up", "up", "down"], "statuses after the detach")
+        r = run_ctl("attach", "2")
+        check_equal(r.returncode, 0, f"attach: {r.stderr}")
+        r = run_ctl("promote", "0")
+        check_equal(r.returncode, 1, "promoting the primary is refused")
+        check("(HTTP 409)" in r.stderr, f"the refusal: {r.stderr}")
+        r = run_ctl("-t", "wrong", "attach", "2")
+        check_equal(r.returncode, 1, "a wrong token")
+        check("(HTTP 401)" in r.stderr, f"the refusal: {r.stderr}")
+        r = run_ctl("frob")
+        check_equal(r.returncode, 2, "an unknown command")
+        check('unknown command "frob"' in r.stderr, r.stderr)
+    r = harness.run([ctl, "-p", str(admin_port), "nodes"], check_exit=False)
+    check_equal(r.returncode, 2, "pgpilot stopped: no answer")
+    check(f"no answer from 127.0.0.1:{admin_port}: Connection refused" in r.stderr, r.stderr)
 
 
 def _answers(admin):
