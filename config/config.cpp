@@ -259,6 +259,7 @@ const std::vector<detail::section_spec<settings>>& schema() {
                                   enum_key("method", &auth_settings::method, auth_method_names),
                                   string_key("backend_password", &auth_settings::backend_password),
                                   string_list_key("admin_users", &auth_settings::admin_users),
+                                  string_key("hba_file", &auth_settings::hba_file),
                               }),
         detail::table_section(
             "load_balance", &settings::load_balance,
@@ -339,6 +340,11 @@ void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
                                    max, reserved->get()));
     }
 
+    if (const auto* hba = doc.at_path("auth.hba_file").as_string();
+        hba && !hba->get().empty() && doc.at_path("auth.method"))
+        diag.error(hba->source().begin, "auth.hba_file",
+                   "decides the method of every client: remove [auth] method");
+
     if (const auto* admin_port = doc.at_path("admin.port").as_integer()) {
         const auto port = doc.at_path("server.port").value_or<std::int64_t>(9999);
         if (admin_port->get() != 0 && admin_port->get() == port)
@@ -360,6 +366,22 @@ void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
             }
         }
     }
+}
+
+// The whole of a file into `text`; "" or what went wrong ("cannot open: No such file ...").
+std::string read_whole_file(const std::string& path, std::string& text) {
+    struct closer {
+        void operator()(std::FILE* f) const { std::fclose(f); }
+    };
+    errno = 0;
+    std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
+    if (!file) return fmt::format("cannot open: {}", std::generic_category().message(errno));
+    char buffer[16384];
+    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get()))
+        text.append(buffer, n);
+    if (std::ferror(file.get()))
+        return fmt::format("cannot read: {}", std::generic_category().message(errno));
+    return {};
 }
 
 load_result failure(std::string message) {
@@ -451,29 +473,32 @@ load_result load_string(std::string_view toml_text, std::string_view source_name
             }
         }
     }
-    if (!diag.empty()) return {std::nullopt, diag.take()};
+    // The hba file's own errors name that file and its lines.
+    std::vector<std::string> hba_errors;
+    if (!result.auth.hba_file.empty()) {
+        const auto path = result.path_from_config(result.auth.hba_file);
+        std::string text;
+        if (auto error = read_whole_file(path, text); !error.empty()) {
+            diag.error(doc.at_path("auth.hba_file").node()->source().begin, "auth.hba_file",
+                       fmt::format("{}: {}", path, error));
+        } else {
+            auto parsed = parse_hba(text, path);
+            result.auth.hba = std::move(parsed.rules);
+            hba_errors = std::move(parsed.errors);
+        }
+    }
+    if (!diag.empty() || !hba_errors.empty()) {
+        auto errors = diag.take();
+        errors.insert(errors.end(), hba_errors.begin(), hba_errors.end());
+        return {std::nullopt, std::move(errors)};
+    }
     return {std::move(result), {}};
 }
 
 load_result load_file(const std::string& path) {
-    struct closer {
-        void operator()(std::FILE* f) const { std::fclose(f); }
-    };
-    errno = 0;
-    std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
-    if (!file) {
-        return failure(
-            fmt::format("{}: cannot open: {}", path, std::generic_category().message(errno)));
-    }
     std::string text;
-    char buffer[16384];
-    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
-        text.append(buffer, n);
-    }
-    if (std::ferror(file.get())) {
-        return failure(
-            fmt::format("{}: cannot read: {}", path, std::generic_category().message(errno)));
-    }
+    if (auto error = read_whole_file(path, text); !error.empty())
+        return failure(fmt::format("{}: {}", path, error));
     return load_string(text, path);
 }
 

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "config/hba.hpp"
+
 namespace pgpilot::config {
 
 // How clients authenticate to pgpilot ([auth] method).
@@ -149,6 +151,9 @@ struct auth_settings {
     std::string backend_password;  // used toward backends when they ask for one
     // Users who may run PGPOOL ATTACH/DETACH/PROMOTE NODE besides backend superusers.
     std::vector<std::string> admin_users;
+    // pg_hba.conf-style rules (relative to the config file); "" = `method` for every client.
+    std::string hba_file;
+    std::vector<hba_rule> hba;  // hba_file's rules, read when the configuration is loaded
 };
 
 // [streaming_replication_check]: how ha/ reads each node's WAL position and the primary's

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "config/config.hpp"
+#include "config/hba.hpp"
 
 namespace pgpilot::config {
 
@@ -195,9 +196,7 @@ const std::pair<std::string_view, const char*> dropped_names[] = {
     {"pid_file_name", no_file},
     {"logdir", no_file},
     {"client_idle_limit_in_recovery", no_recovery},
-    {"enable_pool_hba",
-     "not imported: pgpilot does not read pool_hba.conf; [auth] method applies to every client"},
-    {"pool_hba_file", "not imported: pgpilot does not read pool_hba.conf"},
+
     {"allow_clear_text_frontend_auth",
      "not imported: pgpilot checks every client against [[user]] (from pool_passwd)"},
     {"check_temp_table", "not needed: pgpilot tracks temporary tables from the statements"},
@@ -271,6 +270,7 @@ class importer {
     bool apply_backend(const setting& s);
     void finish_pool_sizes();
     void import_users();
+    bool import_hba();
     void finish_failover();
     std::string render();
 
@@ -282,7 +282,7 @@ class importer {
     std::map<std::string, std::string> plain_passwords_;  // pool_passwd TEXT entries
     std::vector<std::pair<int, std::string>> notes_, errors_;
     std::optional<setting> num_init_children_, max_pool_, pool_passwd_, failover_command_,
-        follow_command_;
+        follow_command_, enable_pool_hba_;
     std::vector<setting> password_users_;  // sr_check_user, health_check_user
     /// The setting each copied key came from ("server.port", "backend[1].port").
     std::map<std::string, setting, std::less<>> origins_;
@@ -426,6 +426,8 @@ bool importer::apply(const setting& s) {
         set("failover", "follow_primary_command", s.value);
     } else if (n == "pool_passwd") {
         pool_passwd_ = s;
+    } else if (n == "enable_pool_hba") {
+        if (auto on = as_bool(s)) enable_pool_hba_ = on.value() ? std::optional(s) : std::nullopt;
     } else {
         return apply_backend(s);
     }
@@ -545,15 +547,17 @@ void importer::import_users() {
         any_md5 = any_md5 || secret.starts_with("md5");
         users.push_back(toml::table{{"name", user}, {"password", secret}});
     }
+    const bool hba = import_hba();
     if (!users.empty()) {
         const auto count = users.size();
         const char* method = any_md5 ? "md5" : "scram-sha-256";
         root_.insert_or_assign("user", std::move(users));
-        set("auth", "method", std::string(method));
+        if (!hba) set("auth", "method", std::string(method));
         notes_.emplace_back(where.line,
-                            fmt::format("{}: {} users imported as [[user]]; [auth] method = "
-                                        "\"{}\" for every client (pool_hba.conf is not read)",
-                                        path, count, method));
+                            hba ? fmt::format("{}: {} users imported as [[user]]", path, count)
+                                : fmt::format("{}: {} users imported as [[user]]; [auth] method = "
+                                              "\"{}\" for every client",
+                                              path, count, method));
     } else if (pool_passwd_ || text) {
         notes_.emplace_back(where.line,
                             fmt::format("{}: {}; [auth] method stays \"trust\": pgpilot lets "
@@ -575,6 +579,33 @@ void importer::import_users() {
             note(s, "its password is taken from pool_passwd, as pgpool-II does");
         }
     }
+}
+
+// enable_pool_hba = on: pool_hba.conf beside pgpool.conf becomes [auth] hba_file when pgpilot
+// can read every line of it (same syntax; pgpilot's methods: trust, reject, password, md5,
+// scram-sha-256). Whether it did.
+bool importer::import_hba() {
+    if (!enable_pool_hba_) return false;
+    const auto dir = std::filesystem::path(source_).parent_path();
+    const auto path =
+        (dir.empty() ? std::filesystem::path("pool_hba.conf") : dir / "pool_hba.conf").string();
+    const auto text = read_file_(path);
+    if (!text) {
+        note(*enable_pool_hba_, fmt::format("cannot read {}; [auth] method applies to every "
+                                            "client instead",
+                                            path));
+        return false;
+    }
+    const auto parsed = parse_hba(*text, path);
+    if (!parsed.errors.empty()) {
+        note(*enable_pool_hba_,
+             fmt::format("{} is not carried over, [auth] method applies to every client "
+                         "instead: {}",
+                         path, parsed.errors.front()));
+        return false;
+    }
+    set("auth", "hba_file", std::filesystem::absolute(path).string());
+    return true;
 }
 
 // Without failover_command pgpool-II promotes nothing, and without follow_primary_command it
@@ -687,7 +718,12 @@ pgpool_import importer::run(std::string_view text) {
     // What pgpilot itself would reject (a port out of range, say), said of the pgpool.conf
     // line it came from: load_string's "SOURCE:LINE:COL: KEY: message" is about the text
     // made here.
-    auto check = load_string(result.toml, "imported");
+    // The hba file was read and parsed above (through read_file): not again from disk here.
+    auto checked = root_;
+    if (auto* auth = checked["auth"].as_table()) auth->erase("hba_file");
+    std::ostringstream checked_text;
+    checked_text << toml::toml_formatter{checked};
+    auto check = load_string(checked_text.str(), "imported");
     for (const auto& e : check.errors) {
         std::string_view rest = e;
         for (int colons = 0; colons < 3 && !rest.empty(); ++colons)

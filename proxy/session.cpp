@@ -2,8 +2,11 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
+#include <netinet/in.h>
+
 #include <array>
 #include <cstring>
+#include <filesystem>
 
 #include "ha/log.hpp"
 #include "ha/replication.hpp"
@@ -43,6 +46,35 @@ constexpr std::uint32_t max_auth_message = 64 * 1024;
 
 bool is_cancelled(const error_code& ec) {
     return ec == net::error::operation_aborted;
+}
+
+/// Where a client connects from, for [auth] hba_file: the address to match, and the host and
+/// file as the refusal names them (PostgreSQL: no pg_hba.conf entry for host "[local]", ...).
+struct hba_origin {
+    config::client_origin origin;
+    std::string host;
+    std::string file;
+};
+hba_origin origin_of(const stream& client, const std::string& hba_file) {
+    hba_origin out;
+    out.file = std::filesystem::path(hba_file).filename().string();
+    error_code ec;
+    const auto ep = client.remote_endpoint(ec);
+    const auto* sa = ep.data();
+    if (ec || sa->sa_family == AF_UNIX) {
+        out.origin.local = true;
+        out.host = "[local]";
+    } else if (sa->sa_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        out.origin.ipv6 = true;
+        std::memcpy(out.origin.address.data(), &in6->sin6_addr, 16);
+        out.host = net::ip::address_v6(out.origin.address).to_string();
+    } else {
+        const auto* in4 = reinterpret_cast<const sockaddr_in*>(sa);
+        std::memcpy(out.origin.address.data(), &in4->sin_addr, 4);
+        out.host = net::ip::address_v4(ntohl(in4->sin_addr.s_addr)).to_string();
+    }
+    return out;
 }
 
 protocol::auth_method to_protocol(config::auth_method m) {
@@ -275,10 +307,26 @@ net::awaitable<session_end> session::handle_cancel_request(std::uint32_t pid, st
 
 net::awaitable<session_end> session::authenticate() {
     const auto& cfg = shared_.settings;
+    auto method = cfg.auth.method;
+    if (!cfg.auth.hba_file.empty()) {
+        // [auth] hba_file: the first rule for this connection decides (none: refused).
+        const auto from = origin_of(client_, cfg.auth.hba_file);
+        const auto* rule = config::match_hba(cfg.auth.hba, from.origin, database_, user_);
+        if (!rule || !rule->method) {
+            const auto text = fmt::format("{} for host \"{}\", user \"{}\", database \"{}\"",
+                                          rule ? fmt::format("{} rejects connection", from.file)
+                                               : fmt::format("no {} entry", from.file),
+                                          from.host, user_, database_);
+            log::warning("s{} {}", id_, text);
+            co_await send_fatal(sqlstate::invalid_authorization_specification, text);
+            co_return session_end::authentication_failed;
+        }
+        method = *rule->method;
+    }
     const config::user_settings* entry = cfg.find_user(user_);
     std::optional<std::string> stored;
     if (entry) stored = entry->password;
-    protocol::client_authenticator auth(to_protocol(cfg.auth.method), user_, stored);
+    protocol::client_authenticator auth(to_protocol(method), user_, stored);
     auto step = auth.start();
     for (;;) {
         using kind = protocol::client_authenticator::step;

@@ -86,11 +86,13 @@ def default_config(cluster, port, *, primary_only=False):
 
 
 def merge_config(config, overrides):
-    """Overrides by section: a table (dict) is updated key by key, an array of tables replaced."""
+    """Overrides by section: a table (dict) is updated key by key (a key set to None is
+    removed), an array of tables replaced."""
     merged = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in config.items()}
     for section, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(section), dict):
             merged[section].update(value)
+            merged[section] = {k: v for k, v in merged[section].items() if v is not None}
         else:
             merged[section] = value
     return merged

@@ -4,7 +4,7 @@ connections. The backends ask alice for SCRAM and md5user for md5 (password 'sec
 so pgpilot must also log in to the backend with the right password."""
 
 import harness
-from harness import RawConnection, check, check_equal, psql
+from harness import RawConnection, check, check_equal, pgpilot_only, psql
 
 PASSWORD = "secret"
 USERS = [{"name": "alice", "password": PASSWORD}, {"name": "md5user", "password": PASSWORD}]
@@ -53,6 +53,42 @@ def test_unknown_user_rejected(env):
     with env.pgpilot(**auth_config("scram-sha-256")) as px:
         bad = psql(px.port, "SELECT 1", user="nobody", password=PASSWORD, check_exit=False)
         check(bad.returncode != 0, "psql as an unknown user succeeded")
+
+
+@pgpilot_only
+def test_hba_file_decides_per_connection(env):
+    """[auth] hba_file: the first line matching connection type, database, user and address
+    decides the method; a reject line, or no line, refuses with 28000 in PostgreSQL's words."""
+    hba = env.write_config(
+        "# TYPE  DATABASE  USER      ADDRESS       METHOD\n"
+        "local   all       postgres                trust\n"
+        "host    all       md5user   127.0.0.1/32  reject\n"
+        "host    postgres  alice     127.0.0.1/32  scram-sha-256\n"
+        "host    all       postgres  127.0.0.0 255.0.0.0  trust\n", "pool_hba.conf")
+    with env.pgpilot(unix_socket=True, auth={"method": None, "hba_file": hba}, user=USERS) as px:
+        out = psql(px.port, "SELECT current_user", user="alice", password=PASSWORD, args=["-At"])
+        check_equal(out.stdout.strip(), "alice", "alice over TCP with her password (scram)")
+        bad = psql(px.port, "SELECT 1", user="alice", password="wrong", check_exit=False)
+        check('password authentication failed for user "alice"' in bad.stderr, bad.stderr)
+        out = psql(px.port, "SELECT current_user", args=["-At"])
+        check_equal(out.stdout.strip(), "postgres", "postgres over TCP: trust by the mask line")
+        out = psql(px.port, "SELECT current_user", host=px.socket_dir, args=["-At"])
+        check_equal(out.stdout.strip(), "postgres", "postgres over the Unix socket: trust")
+        for user, db, words in (
+                ("md5user", "postgres", 'pool_hba.conf rejects connection for host "127.0.0.1", '
+                                        'user "md5user", database "postgres"'),
+                ("alice", "template1", 'no pool_hba.conf entry for host "127.0.0.1", user '
+                                       '"alice", database "template1"')):
+            refused = psql(px.port, "SELECT 1", user=user, db=db, password=PASSWORD,
+                           check_exit=False)
+            check(refused.returncode != 0 and words in refused.stderr, f"{user}: {refused.stderr}")
+            with RawConnection(px.port) as raw:
+                error = raw.error(raw.startup(user=user, database=db, password=PASSWORD))
+                check_equal((error or {}).get("C"), "28000", f"SQLSTATE for {user} ({error})")
+        refused = psql(px.port, "SELECT 1", user="alice", host=px.socket_dir, password=PASSWORD,
+                       check_exit=False)
+        check('no pool_hba.conf entry for host "[local]", user "alice"' in refused.stderr,
+              refused.stderr)
 
 
 if __name__ == "__main__":

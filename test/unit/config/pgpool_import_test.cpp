@@ -130,7 +130,6 @@ TEST_CASE("a streaming-replication pgpool.conf becomes an equivalent pgpilot.tom
     CHECK(has_note(r, ":7: log_destination: not imported: pgpilot logs to stderr"));
     CHECK(has_note(r, ":9: pid_file_name: not needed by pgpilot"));
     CHECK(has_note(r, ":22: backend_flag0: carried over as ALWAYS_PRIMARY"));
-    CHECK(has_note(r, ":35: enable_pool_hba: not imported"));
     // The notes are in the file too, as comments.
     CHECK(r.toml.find("#   /etc/pgpool-II/pgpool.conf:6: pcp_port:") != std::string::npos);
 }
@@ -240,6 +239,34 @@ TEST_CASE("pool_passwd becomes [[user]] entries and the auth method", "[import]"
         const auto r = import_ok("pool_passwd = '/nope'\nbackend_hostname0 = 'db'\n", f);
         CHECK(load(r).users.empty());
         CHECK(has_note(r, "/nope: cannot be read; [auth] method stays \"trust\""));
+    }
+}
+
+TEST_CASE("enable_pool_hba: pool_hba.conf becomes [auth] hba_file", "[import]") {
+    files f;
+    f.by_path["/etc/pgpool-II/pool_passwd"] = "alice:TEXTsecret\n";
+    const std::string conf = "backend_hostname0 = 'db'\nenable_pool_hba = on\n";
+    SECTION("a file pgpilot can take whole") {
+        f.by_path["/etc/pgpool-II/pool_hba.conf"] =
+            "local all all trust\nhost all alice 10.0.0.0/8 md5\n";
+        const auto r = import_ok(conf, f);
+        CHECK(r.toml.find("hba_file = '/etc/pgpool-II/pool_hba.conf'") != std::string::npos);
+        CHECK(r.toml.find("method") == std::string::npos);
+        CHECK(has_note(r, "pool_passwd: 1 users imported as [[user]]"));
+    }
+    SECTION("a line pgpilot cannot take: [auth] method instead, and the line named") {
+        f.by_path["/etc/pgpool-II/pool_hba.conf"] = "local all all trust\nhost all all all pam\n";
+        const auto r = import_ok(conf, f);
+        CHECK(r.toml.find("hba_file") == std::string::npos);
+        CHECK(r.toml.find("method = 'scram-sha-256'") != std::string::npos);
+        CHECK(has_note(r,
+                       ":2: enable_pool_hba: /etc/pgpool-II/pool_hba.conf is not carried over, "
+                       "[auth] method applies to every client instead: "
+                       "/etc/pgpool-II/pool_hba.conf:2: authentication method \"pam\""));
+    }
+    SECTION("no pool_hba.conf") {
+        const auto r = import_ok(conf, f);
+        CHECK(has_note(r, ":2: enable_pool_hba: cannot read /etc/pgpool-II/pool_hba.conf"));
     }
 }
 
