@@ -1,5 +1,7 @@
 #include "config/config.hpp"
 
+#include "config/lines.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -260,6 +262,7 @@ const std::vector<detail::section_spec<settings>>& schema() {
                                   string_key("backend_password", &auth_settings::backend_password),
                                   string_list_key("admin_users", &auth_settings::admin_users),
                                   string_key("hba_file", &auth_settings::hba_file),
+                                  string_key("passwd_file", &auth_settings::passwd_file),
                               }),
         detail::table_section(
             "load_balance", &settings::load_balance,
@@ -432,6 +435,37 @@ std::string settings::path_from_config(const std::string& path) const {
     return dir.empty() ? path : (dir / path).string();
 }
 
+passwd_parse parse_passwd(std::string_view text, const std::string& path,
+                          const std::vector<user_settings>& configured) {
+    passwd_parse out;
+    detail::for_each_line(text, [&](int line_no, std::string_view line) {
+        if (trim(line).empty() || line.front() == '#') return;
+        auto error = [&](std::string_view message) {
+            out.errors.push_back(detail::escape_control_characters(
+                fmt::format("{}:{}: {}", path, line_no, message)));
+        };
+        const auto colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0)
+            return error("expected \"user:password\"");
+        user_settings u{std::string(line.substr(0, colon)), std::string(line.substr(colon + 1))};
+        if (u.password.starts_with("AES"))
+            return error(
+                fmt::format("user \"{}\": AES-encrypted passwords (pgpool-II's "
+                            "pgpoolkey) are not supported; store it as TEXT, md5 or "
+                            "SCRAM-SHA-256",
+                            u.name));
+        if (u.password.starts_with("TEXT")) u.password.erase(0, 4);
+        auto named = [&](const user_settings& o) { return o.name == u.name; };
+        if (std::any_of(configured.begin(), configured.end(), named))
+            return error(
+                fmt::format("user \"{}\" is also a [[user]] of the configuration", u.name));
+        if (std::any_of(out.users.begin(), out.users.end(), named))
+            return error(fmt::format("duplicate user \"{}\"", u.name));
+        out.users.push_back(std::move(u));
+    });
+    return out;
+}
+
 load_result load_string(std::string_view toml_text, std::string_view source_name) {
     detail::diagnostics diag{std::string(source_name)};
     toml::table doc;
@@ -473,23 +507,36 @@ load_result load_string(std::string_view toml_text, std::string_view source_name
             }
         }
     }
-    // The hba file's own errors name that file and its lines.
-    std::vector<std::string> hba_errors;
-    if (!result.auth.hba_file.empty()) {
-        const auto path = result.path_from_config(result.auth.hba_file);
+    // [auth] passwd_file and hba_file, read now; their own errors name them and their lines.
+    std::vector<std::string> file_errors;
+    auto read_auth_file = [&](const std::string& name, std::string_view key, auto parse) {
+        if (name.empty()) return;
+        const auto path = result.path_from_config(name);
         std::string text;
         if (auto error = read_whole_file(path, text); !error.empty()) {
-            diag.error(doc.at_path("auth.hba_file").node()->source().begin, "auth.hba_file",
+            diag.error(doc.at_path(key).node()->source().begin, key,
                        fmt::format("{}: {}", path, error));
-        } else {
-            auto parsed = parse_hba(text, path);
-            result.auth.hba = std::move(parsed.rules);
-            hba_errors = std::move(parsed.errors);
+            return;
         }
-    }
-    if (!diag.empty() || !hba_errors.empty()) {
+        auto errors = parse(text, path);
+        file_errors.insert(file_errors.end(), errors.begin(), errors.end());
+    };
+    read_auth_file(result.auth.passwd_file, "auth.passwd_file",
+                   [&](const std::string& text, const std::string& path) {
+                       auto parsed = parse_passwd(text, path, result.users);
+                       for (auto& u : parsed.users)
+                           result.users.push_back(std::move(u));
+                       return parsed.errors;
+                   });
+    read_auth_file(result.auth.hba_file, "auth.hba_file",
+                   [&](const std::string& text, const std::string& path) {
+                       auto parsed = parse_hba(text, path);
+                       result.auth.hba = std::move(parsed.rules);
+                       return parsed.errors;
+                   });
+    if (!diag.empty() || !file_errors.empty()) {
         auto errors = diag.take();
-        errors.insert(errors.end(), hba_errors.begin(), hba_errors.end());
+        errors.insert(errors.end(), file_errors.begin(), file_errors.end());
         return {std::nullopt, std::move(errors)};
     }
     return {std::move(result), {}};

@@ -154,6 +154,9 @@ struct auth_settings {
     // pg_hba.conf-style rules (relative to the config file); "" = `method` for every client.
     std::string hba_file;
     std::vector<hba_rule> hba;  // hba_file's rules, read when the configuration is loaded
+    // pool_passwd-style "user:secret" file (relative to the config file): more users, appended
+    // to settings::users when the configuration is loaded.
+    std::string passwd_file;
 };
 
 // [streaming_replication_check]: how ha/ reads each node's WAL position and the primary's
@@ -200,7 +203,7 @@ struct settings {
     admin_settings admin;
     pool_settings pool;
     std::vector<backend_settings> backends;  // never empty once loaded
-    std::vector<user_settings> users;        // names unique and non-empty
+    std::vector<user_settings> users;        // [[user]], then [auth] passwd_file; names unique
     auth_settings auth;
     load_balance_settings load_balance;
     replication_check_settings replication_check;  // [streaming_replication_check]
@@ -231,6 +234,17 @@ load_result load_file(const std::string& path);
 
 // Validates TOML text; source_name is used in messages and stored in settings::source.
 load_result load_string(std::string_view toml_text, std::string_view source_name);
+
+// A pgpool-II pool_passwd file: "user:secret" lines, the secret an md5 hash, a SCRAM-SHA-256$
+// verifier, TEXT followed by the plain password (the prefix is dropped), or plain text. Errors
+// ("PATH:LINE: message") for AES-encrypted secrets, lines without ':' and users repeated or
+// among `configured`.
+struct passwd_parse {
+    std::vector<user_settings> users;
+    std::vector<std::string> errors;
+};
+passwd_parse parse_passwd(std::string_view text, const std::string& path,
+                          const std::vector<user_settings>& configured = {});
 
 // Every accepted key as "table.key" (e.g. "server.port", "backend.host"), in schema order.
 std::vector<std::string> known_keys();

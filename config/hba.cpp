@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "config/config.hpp"
+#include "config/lines.hpp"
 
 namespace pgpilot::config {
 
@@ -222,24 +223,19 @@ bool has(const std::vector<std::string>& names, std::string_view name) {
 
 hba_parse parse_hba(std::string_view text, const std::string& source) {
     hba_parse out;
-    int line_no = 0;
-    while (!text.empty()) {
-        ++line_no;
-        const auto nl = text.find('\n');
-        const auto line = text.substr(0, nl);
-        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    detail::for_each_line(text, [&](int line_no, std::string_view line) {
         std::string error;
         const auto fields = split_fields(line, &error);
-        if (error.empty() && fields.empty()) continue;
+        if (error.empty() && fields.empty()) return;
         std::optional<hba_rule> rule;
         if (error.empty()) rule = parse_rule(fields, &error);
         if (!rule) {
             out.errors.push_back(fmt::format("{}:{}: {}", source, line_no, error));
-            continue;
+            return;
         }
         rule->line = line_no;
         out.rules.push_back(std::move(*rule));
-    }
+    });
     return out;
 }
 

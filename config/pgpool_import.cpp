@@ -14,6 +14,7 @@
 
 #include "config/config.hpp"
 #include "config/hba.hpp"
+#include "config/lines.hpp"
 
 namespace pgpilot::config {
 
@@ -279,7 +280,7 @@ class importer {
     toml::table root_;
     std::map<int, toml::table> backends_;
     std::map<int, int> backend_lines_;                    // the first line of each node's settings
-    std::map<std::string, std::string> plain_passwords_;  // pool_passwd TEXT entries
+    std::map<std::string, std::string> plain_passwords_;  // pool_passwd's plain-text passwords
     std::vector<std::pair<int, std::string>> notes_, errors_;
     std::optional<setting> num_init_children_, max_pool_, pool_passwd_, failover_command_,
         follow_command_, enable_pool_hba_;
@@ -506,8 +507,9 @@ void importer::finish_pool_sizes() {
     }
 }
 
-// pool_passwd (pgpool-II's default: the file pool_passwd beside pgpool.conf): "user:secret",
-// the secret md5..., SCRAM-SHA-256$..., TEXT<plain> or AES<encrypted>.
+// pool_passwd (pgpool-II's default: the file pool_passwd beside pgpool.conf), read as [auth]
+// passwd_file reads it (parse_passwd), copied into [[user]]: the imported configuration
+// stands alone.
 void importer::import_users() {
     std::string name = pool_passwd_ ? pool_passwd_->value : "pool_passwd";
     const setting where = pool_passwd_ ? *pool_passwd_ : setting{"pool_passwd", name, 0};
@@ -520,32 +522,15 @@ void importer::import_users() {
     if (!path.empty()) text = read_file_(path);
     toml::array users;
     bool any_md5 = false;
-    int line_no = 0;
-    std::istringstream lines(text.value_or(""));
-    for (std::string line; std::getline(lines, line);) {
-        ++line_no;
-        if (trim(line).empty()) continue;
-        const auto colon = line.find(':');
-        const std::string user = line.substr(0, colon);
-        if (colon == std::string::npos || user.empty()) {
-            notes_.emplace_back(
-                0, fmt::format("{}:{}: not \"user:password\"; skipped", path, line_no));
-            continue;
-        }
-        std::string secret = std::string(trim(std::string_view(line).substr(colon + 1)));
-        if (secret.starts_with("AES")) {
-            notes_.emplace_back(
-                0, fmt::format("{}:{}: user \"{}\": an AES-encrypted password (pgpoolkey) is "
-                               "not imported; give its [[user]] password by hand",
-                               path, line_no, user));
-            continue;
-        }
-        if (secret.starts_with("TEXT")) {
-            secret.erase(0, 4);
-            plain_passwords_[user] = secret;
-        }
-        any_md5 = any_md5 || secret.starts_with("md5");
-        users.push_back(toml::table{{"name", user}, {"password", secret}});
+    const auto parsed = parse_passwd(text.value_or(""), path);
+    for (const auto& e : parsed.errors)
+        notes_.emplace_back(0, fmt::format("{}; skipped", e));
+    for (const auto& u : parsed.users) {
+        const bool md5 = u.password.starts_with("md5") && u.password.size() == 35;
+        any_md5 = any_md5 || md5;
+        if (!md5 && !u.password.starts_with("SCRAM-SHA-256$"))
+            plain_passwords_[u.name] = u.password;
+        users.push_back(toml::table{{"name", u.name}, {"password", u.password}});
     }
     const bool hba = import_hba();
     if (!users.empty()) {
@@ -649,27 +634,21 @@ std::string importer::render() {
 
 pgpool_import importer::run(std::string_view text) {
     std::map<std::string, setting> last;
-    int line_no = 0;
     std::vector<setting> settings;
-    while (!text.empty()) {
-        ++line_no;
-        const auto nl = text.find('\n');
-        auto line = text.substr(0, nl);
-        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    detail::for_each_line(text, [&](int line_no, std::string_view line) {
         std::string why;
         auto s = parse_line(line, &why);
         if (!why.empty()) {
             errors_.emplace_back(line_no, fmt::format("{}:{}: {}", source_, line_no, why));
-            continue;
+            return;
         }
-        if (!s) continue;
+        if (!s) return;
         s->line = line_no;
         if (auto it = last.find(s->name); it != last.end())
             note(it->second,
                  fmt::format("set again on line {}; that value is the one used", line_no));
         last[s->name] = *s;
-    }
+    });
     for (const auto& [name, s] : last)
         settings.push_back(s);
     std::sort(settings.begin(), settings.end(),

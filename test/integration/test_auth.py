@@ -3,6 +3,8 @@
 connections. The backends ask alice for SCRAM and md5user for md5 (password 'secret'),
 so pgpilot must also log in to the backend with the right password."""
 
+import hashlib
+
 import harness
 from harness import RawConnection, check, check_equal, pgpilot_only, psql
 
@@ -53,6 +55,17 @@ def test_unknown_user_rejected(env):
     with env.pgpilot(**auth_config("scram-sha-256")) as px:
         bad = psql(px.port, "SELECT 1", user="nobody", password=PASSWORD, check_exit=False)
         check(bad.returncode != 0, "psql as an unknown user succeeded")
+
+
+@pgpilot_only
+def test_passwd_file(env):
+    """[auth] passwd_file: pool_passwd's users, a TEXT password and an md5 hash (the backend
+    asks md5user for md5: pgpilot logs in with the hash)."""
+    md5 = "md5" + hashlib.md5(b"secretmd5user").hexdigest()
+    passwd = env.write_config(f"alice:TEXTsecret\nmd5user:{md5}\n", "pool_passwd")
+    with env.pgpilot(auth={"method": "md5", "passwd_file": passwd}) as px:
+        check_login(px, "alice")
+        check_login(px, "md5user")
 
 
 @pgpilot_only

@@ -1,4 +1,5 @@
-// [auth] hba_file: pg_hba.conf / pool_hba.conf rules, parsed and matched.
+// [auth] hba_file (pg_hba.conf / pool_hba.conf rules, parsed and matched) and [auth]
+// passwd_file (pool_passwd).
 
 #include <catch2/catch.hpp>
 
@@ -144,6 +145,47 @@ TEST_CASE("[auth] hba_file is read with the configuration", "[hba]") {
         CHECK(r.errors[0] == config +
                                  ":3:12: auth.hba_file: decides the method of every client: "
                                  "remove [auth] method");
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("[auth] passwd_file adds pool_passwd's users", "[hba]") {
+    const auto dir = std::filesystem::temp_directory_path() / "pgpilot-passwd-test";
+    std::filesystem::create_directories(dir);
+    const auto config = (dir / "pgpilot.toml").string();
+    const auto passwd = (dir / "pool_passwd").string();
+    const std::string head =
+        "[auth]\nmethod = \"md5\"\npasswd_file = \"pool_passwd\"\n"
+        "[[backend]]\nhost = \"db\"\n";
+    auto write = [&](const std::string& text) { std::ofstream(passwd) << text; };
+    SECTION("md5, SCRAM, TEXT and plain secrets, after [[user]]") {
+        write(
+            "alice:md5d9f5e1d0aa4bd8b2ce6c8ab4f6b1e5a2\r\n"
+            "bob:SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy\n\n"
+            "carol:TEXTs3cret:with colon\n"
+            "dave:plain\n");
+        const auto r = load_string(head + "[[user]]\nname = \"erin\"\npassword = \"x\"\n", config);
+        REQUIRE(r);
+        const auto& users = r.value->users;
+        REQUIRE(users.size() == 5);
+        CHECK(users[0].name == "erin");
+        CHECK(users[1].password == "md5d9f5e1d0aa4bd8b2ce6c8ab4f6b1e5a2");
+        CHECK(users[2].password == "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy");
+        CHECK(users[3].password == "s3cret:with colon");
+        CHECK(r.value->find_user("dave")->password == "plain");
+    }
+    SECTION("lines it cannot take name the file and line") {
+        write("alice:TEXTa\nno colon here\nsecret:AESxyz==\nalice:TEXTb\nerin:TEXTc\n");
+        const auto r = load_string(head + "[[user]]\nname = \"erin\"\n", config);
+        REQUIRE_FALSE(r);
+        REQUIRE(r.errors.size() == 4);
+        CHECK(r.errors[0] == passwd + ":2: expected \"user:password\"");
+        CHECK(r.errors[1] == passwd +
+                                 ":3: user \"secret\": AES-encrypted passwords (pgpool-II's "
+                                 "pgpoolkey) are not supported; store it as TEXT, md5 or "
+                                 "SCRAM-SHA-256");
+        CHECK(r.errors[2] == passwd + ":4: duplicate user \"alice\"");
+        CHECK(r.errors[3] == passwd + ":5: user \"erin\" is also a [[user]] of the configuration");
     }
     std::filesystem::remove_all(dir);
 }

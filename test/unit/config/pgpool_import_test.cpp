@@ -219,8 +219,11 @@ TEST_CASE("pool_passwd becomes [[user]] entries and the auth method", "[import]"
         // An empty check password is looked up in pool_passwd, as pgpool-II does.
         CHECK(s.replication_check.password == "r3pl pass");
         CHECK(s.health_check.password == "r3pl pass");
-        CHECK(has_note(r, "pool_passwd:4: user \"secret\": an AES-encrypted password"));
-        CHECK(has_note(r, "pool_passwd:5: not \"user:password\"; skipped"));
+        CHECK(has_note(r,
+                       "pool_passwd:4: user \"secret\": AES-encrypted passwords (pgpool-II's "
+                       "pgpoolkey) are not supported; store it as TEXT, md5 or "
+                       "SCRAM-SHA-256; skipped"));
+        CHECK(has_note(r, "pool_passwd:5: expected \"user:password\"; skipped"));
         CHECK(has_note(r, "2 users imported as [[user]]; [auth] method = \"scram-sha-256\""));
     }
     SECTION("an md5 secret among them: md5 (which still runs SCRAM for SCRAM secrets)") {
