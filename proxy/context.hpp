@@ -88,6 +88,21 @@ struct shared_state {
     /// them to end).
     std::vector<std::atomic<int>> open_transactions;
     volatile_functions volatiles;
+
+    /// The configuration clients log in with: `settings` at start, the file as read again at
+    /// each reload (SIGHUP) after. Only its [auth] table and users are used from it.
+    std::shared_ptr<const config::settings> login_settings() const {
+        std::lock_guard lock(login_mutex_);
+        return login_;
+    }
+    void set_login_settings(std::shared_ptr<const config::settings> s) {
+        std::lock_guard lock(login_mutex_);
+        login_ = std::move(s);
+    }
+
+  private:
+    mutable std::mutex login_mutex_;
+    std::shared_ptr<const config::settings> login_ = std::make_shared<config::settings>(settings);
 };
 
 /// One event-loop thread: its io_context and its sessions.

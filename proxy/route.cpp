@@ -674,7 +674,8 @@ net::awaitable<std::string> session::node_control(const router::node_command& co
         return out;
     };
     if (!command.error.empty()) co_return fail(protocol::sqlstate::syntax_error, command.error);
-    const auto& admins = shared_.settings.auth.admin_users;
+    const auto login = shared_.login_settings();
+    const auto& admins = login->auth.admin_users;
     if (!superuser_ && std::find(admins.begin(), admins.end(), user_) == admins.end())
         co_return fail(protocol::sqlstate::insufficient_privilege,
                        fmt::format("permission denied: {} needs a superuser or a user listed in "

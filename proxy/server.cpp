@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -279,6 +280,27 @@ void raise_descriptor_limit() {
         log::info("raised the open-file limit from {} to {}", before, lim.rlim_cur);
 }
 
+/// SIGHUP: reads the configuration file again; if it is valid, new logins use its [auth] table,
+/// [[user]] entries, passwd_file and hba_file (read again too). Everything else needs a
+/// restart; an invalid file changes nothing.
+void reload_login_settings(shared_state& shared) {
+    const auto& file = shared.settings.source;
+    auto loaded = config::load_file(file);
+    if (!loaded) {
+        for (const auto& e : loaded.errors)
+            log::error("reload: {}", e);
+        log::error("reload: \"{}\" is not valid; nothing changed", file);
+        return;
+    }
+    const auto& auth = loaded.value->auth;
+    log::info(
+        "reload: \"{}\" read: new logins use {} and {} users; other changes need a restart", file,
+        auth.hba_file.empty() ? fmt::format("[auth] method {}", config::to_string(auth.method))
+                              : fmt::format("the {} rules of {}", auth.hba.size(), auth.hba_file),
+        loaded.value->users.size());
+    shared.set_login_settings(std::make_shared<const config::settings>(std::move(*loaded.value)));
+}
+
 /// How long a worker may take to end its sessions at shutdown before it is stopped.
 constexpr std::chrono::seconds shutdown_grace{5};
 
@@ -306,6 +328,7 @@ int run_server(const config::settings& settings, const run_options& options) {
     // window under ThreadSanitizer, where starting the workers took over 100 ms.
     net::io_context main_ctx{1};
     net::signal_set signals(main_ctx, SIGINT, SIGTERM);
+    signals.add(SIGHUP);
     raise_descriptor_limit();
     if (auto taken = addresses_taken(settings); !taken.empty()) {
         log::error("cannot listen: {}", taken);
@@ -402,9 +425,18 @@ int run_server(const config::settings& settings, const run_options& options) {
         });
     log::info("pgpilot ready with {} workers", count);
 
-    // Wait for SIGINT/SIGTERM on the main thread (at once if one came during the start).
+    // Wait for SIGINT/SIGTERM on the main thread (at once if one came during the start);
+    // SIGHUP reloads what new logins use.
     int received = 0;
-    signals.async_wait([&](const error_code&, int sig) { received = sig; });
+    std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
+        if (!ec && sig == SIGHUP) {
+            reload_login_settings(shared);
+            signals.async_wait(on_signal);
+            return;
+        }
+        received = sig;
+    };
+    signals.async_wait(on_signal);
     main_ctx.run();
 
     log::info("received signal {}, shutting down", received);

@@ -306,7 +306,8 @@ net::awaitable<session_end> session::handle_cancel_request(std::uint32_t pid, st
 }
 
 net::awaitable<session_end> session::authenticate() {
-    const auto& cfg = shared_.settings;
+    const auto login = shared_.login_settings();  // the latest reload's [auth] and users
+    const auto& cfg = *login;
     auto method = cfg.auth.method;
     if (!cfg.auth.hba_file.empty()) {
         // [auth] hba_file: the first rule for this connection decides (none: refused).

@@ -4,6 +4,7 @@ connections. The backends ask alice for SCRAM and md5user for md5 (password 'sec
 so pgpilot must also log in to the backend with the right password."""
 
 import hashlib
+import signal
 
 import harness
 from harness import RawConnection, check, check_equal, pgpilot_only, psql
@@ -102,6 +103,41 @@ def test_hba_file_decides_per_connection(env):
                        check_exit=False)
         check('no pool_hba.conf entry for host "[local]", user "alice"' in refused.stderr,
               refused.stderr)
+
+
+@pgpilot_only
+def test_reload_changes_users_and_rules(env):
+    """SIGHUP: new logins use the users and hba rules of the files as they are now; a session
+    logged in before goes on; a file pgpilot cannot take changes nothing."""
+    passwd = env.write_config("alice:TEXTsecret\n", "pool_passwd")
+    hba_text = "host all all 127.0.0.1/32 scram-sha-256\n"
+    hba = env.write_config(hba_text, "pool_hba.conf")
+    with env.pgpilot(auth={"method": None, "hba_file": hba, "passwd_file": passwd}) as px:
+        def reload(outcome):
+            count = px.log().count(outcome)
+            px.proc.send_signal(signal.SIGHUP)
+            harness.wait_until(lambda: px.log().count(outcome) > count, 10, f"the log says {outcome!r}")
+
+        def login(user):
+            return psql(px.port, "SELECT current_user", user=user, password=PASSWORD,
+                        args=["-At"], check_exit=False)
+
+        check_equal(login("alice").stdout.strip(), "alice", "alice before the reload")
+        check("password authentication failed" in login("md5user").stderr, "md5user unknown")
+        with harness.Connection(px.port, user="alice", password=PASSWORD) as kept:
+            env.write_config(f"alice:TEXTsecret\nmd5user:TEXT{PASSWORD}\n", "pool_passwd")
+            env.write_config("host all alice 127.0.0.1/32 reject\n" + hba_text, "pool_hba.conf")
+            reload("new logins use the 2 rules of")
+            check_equal(login("md5user").stdout.strip(), "md5user", "md5user after the reload")
+            check("pool_hba.conf rejects connection" in login("alice").stderr,
+                  "alice refused after the reload")
+            check_equal(kept.scalar("SELECT 'still here'"), "still here", "a session from before")
+
+            env.write_config("host all all all pam\n", "pool_hba.conf")
+            reload("is not valid; nothing changed")
+            check("authentication method \"pam\"" in px.log(), "the log names the bad line")
+            check_equal(login("md5user").stdout.strip(), "md5user", "the rules from before")
+            check(px.alive(), "pgpilot runs on")
 
 
 if __name__ == "__main__":
