@@ -61,7 +61,7 @@ void apply_drops(ha::backend_connection& conn, const std::string& drops) {
 }
 
 /// pgpilot's own SHOW commands, with any case, spacing and a trailing semicolon.
-enum class admin_show { none, pool_nodes, pools };
+enum class admin_show { none, pool_nodes, pools, pool_version };
 admin_show admin_show_command(std::string_view text) {
     if (text.size() > 256 || !router::contains_ascii_ci(text, "POOL")) return admin_show::none;
     router::lexed_query q(text);
@@ -71,6 +71,7 @@ admin_show admin_show_command(std::string_view text) {
     if (t.size() != 2 || t[0].upper != "SHOW") return admin_show::none;
     if (t[1].upper == "POOL_NODES") return admin_show::pool_nodes;
     if (t[1].upper == "POOLS") return admin_show::pools;
+    if (t[1].upper == "POOL_VERSION") return admin_show::pool_version;
     return admin_show::none;
 }
 
@@ -767,6 +768,17 @@ net::awaitable<session_end> session::dispatch_one(unit& u) {
                 co_return co_await answer_locally(show_pool_nodes());
             case admin_show::pools:
                 co_return co_await answer_locally(show_pools());
+            case admin_show::pool_version: {
+                // pgpool-II's one column, which its scripts read.
+                static constexpr std::string_view columns[] = {"pool_version"};
+                std::optional<std::string> values[] = {"pgpilot " PGPILOT_VERSION};
+                std::string out;
+                protocol::append_text_row_description(out, columns);
+                protocol::append_text_data_row(out, values);
+                protocol::append_command_complete(out, "SHOW");
+                protocol::append_ready_for_query(out, client_tx_status_);
+                co_return co_await answer_locally(std::move(out));
+            }
             case admin_show::none:
                 break;
         }

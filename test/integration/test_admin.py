@@ -111,6 +111,10 @@ def test_nodes_pools_and_metrics_follow_the_clients(env):
 
         # /nodes says what SHOW POOL_NODES says.
         with Connection(px.port) as c:
+            version = harness.run([env.pgpilot_binary, "--version"]).stdout.strip()
+            result = c.execute("show pool_version ;")
+            check_equal((result.columns, result.rows), (["pool_version"], [(version,)]),
+                        "SHOW POOL_VERSION, as pgpool-II names it")
             show = c.query("SHOW POOL_NODES")
             nodes = admin.json("/nodes")["nodes"]
             check_equal([(str(n["node_id"]), n["hostname"], str(n["port"]), n["status"],
