@@ -10,6 +10,7 @@
 
 #include "ha/log.hpp"
 #include "proxy/admin.hpp"
+#include "proxy/once_a_minute.hpp"
 
 namespace pgpilot::proxy {
 
@@ -295,19 +296,16 @@ std::string peer_text(const net::generic::stream_protocol::socket& sock) {
 
 net::awaitable<void> accept_loop(std::shared_ptr<admin_http::state> st, shared_state& shared,
                                  listener& a) {
-    auto last_warning = std::chrono::steady_clock::time_point::min();
+    once_a_minute warning;
     for (;;) {
         auto [ec, sock] = co_await a.async_accept(use_tuple);
         if (st->stopped || ec == net::error::operation_aborted) co_return;
-        const auto now = std::chrono::steady_clock::now();
         if (ec || st->open.size() >= max_connections) {
-            if (now - last_warning >= std::chrono::minutes(1)) {
+            if (warning.due())
                 log::warning("admin HTTP: {} (repeats are not logged for a minute)",
                              ec ? "accept failed: " + ec.message()
                                 : fmt::format("{} connections already open; closing a new one",
                                               max_connections));
-                last_warning = now;
-            }
             if (ec) {
                 net::steady_timer t(co_await net::this_coro::executor,
                                     std::chrono::milliseconds(100));

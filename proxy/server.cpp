@@ -17,6 +17,7 @@
 #include "ha/log.hpp"
 #include "proxy/admin_http.hpp"
 #include "proxy/context.hpp"
+#include "proxy/once_a_minute.hpp"
 #include "proxy/session.hpp"
 
 namespace pgpilot::proxy {
@@ -144,18 +145,15 @@ std::string addresses_taken(const config::settings& settings) {
 net::awaitable<void> accept_loop(worker& w, acceptor& a, bool tcp,
                                  std::vector<worker_thread>* spread) {
     std::size_t next = 0;
-    auto last_warning = std::chrono::steady_clock::time_point::min();
+    once_a_minute warning;
     for (;;) {
         auto [ec, sock] = co_await a.async_accept(use_tuple);
         if (ec) {
             if (ec == net::error::operation_aborted || w.shared.stopping.load()) co_return;
             // Out of descriptors, this repeats until clients leave: say it once a minute.
-            auto now = std::chrono::steady_clock::now();
-            if (now - last_warning >= std::chrono::minutes(1)) {
+            if (warning.due())
                 log::warning("accept failed: {} (repeats are not logged for a minute)",
                              ec.message());
-                last_warning = now;
-            }
             if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space) {
                 // Out of file descriptors: back off rather than spin.
                 net::steady_timer t(w.ctx, std::chrono::milliseconds(100));

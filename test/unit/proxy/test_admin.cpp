@@ -4,6 +4,7 @@
 #include <string>
 
 #include "proxy/admin.hpp"
+#include "proxy/once_a_minute.hpp"
 
 using namespace pgpilot::proxy;
 
@@ -138,4 +139,14 @@ TEST_CASE("metrics are in the Prometheus text format", "[admin]") {
     }
     CHECK(types == helps);
     CHECK(types == 21);
+}
+
+TEST_CASE("a repeated failure is logged at most once a minute", "[admin]") {
+    once_a_minute warning;
+    // From the first failure on: also right after a boot (a steady clock near its epoch).
+    const std::chrono::steady_clock::time_point t0{std::chrono::seconds(5)};
+    CHECK(warning.due(t0));
+    CHECK_FALSE(warning.due(t0 + std::chrono::seconds(59)));
+    CHECK(warning.due(t0 + std::chrono::seconds(60)));
+    CHECK_FALSE(warning.due(t0 + std::chrono::seconds(61)));
 }
