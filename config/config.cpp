@@ -376,6 +376,12 @@ std::string read_whole_file(const std::string& path, std::string& text) {
     struct closer {
         void operator()(std::FILE* f) const { std::fclose(f); }
     };
+    // Not a FIFO, a device or the like: a read from one may never end.
+    std::error_code kind_error;
+    const auto kind = std::filesystem::status(path, kind_error).type();
+    using std::filesystem::file_type;
+    if (kind != file_type::regular && kind != file_type::not_found && kind != file_type::directory)
+        return "not a regular file";  // a directory: the read says "Is a directory"
     errno = 0;
     std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
     if (!file) return fmt::format("cannot open: {}", std::generic_category().message(errno));

@@ -9,6 +9,7 @@
 
 #include "config/config.hpp"
 #include "config/lines.hpp"
+#include "config/schema.hpp"
 
 namespace pgpilot::config {
 
@@ -230,7 +231,8 @@ hba_parse parse_hba(std::string_view text, const std::string& source) {
         std::optional<hba_rule> rule;
         if (error.empty()) rule = parse_rule(fields, &error);
         if (!rule) {
-            out.errors.push_back(fmt::format("{}:{}: {}", source, line_no, error));
+            out.errors.push_back(detail::escape_control_characters(
+                fmt::format("{}:{}: {}", source, line_no, error)));
             return;
         }
         rule->line = line_no;

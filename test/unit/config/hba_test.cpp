@@ -138,6 +138,18 @@ TEST_CASE("[auth] hba_file is read with the configuration", "[hba]") {
         CHECK(r.errors[0] == config + ":2:12: auth.hba_file: " + (dir / "nope.conf").string() +
                                  ": cannot open: No such file or directory");
     }
+    SECTION("not a device, a FIFO or the like: a read from one may never end") {
+        const auto r = load_string("[auth]\nhba_file = \"/dev/zero\"\n" + backend, config);
+        REQUIRE_FALSE(r);
+        CHECK(r.errors[0] == config + ":2:12: auth.hba_file: /dev/zero: not a regular file");
+    }
+    SECTION("control characters of the file are escaped in its errors") {
+        const auto p = parse_hba("ho\x1b[2Kst all all all trust\n", "h.conf");
+        REQUIRE(p.errors.size() == 1);
+        CHECK(
+            p.errors[0] ==
+            "h.conf:1: invalid connection type \"ho\\x1b[2Kst\" (local, host, hostssl, hostnossl)");
+    }
     SECTION("not with [auth] method") {
         const auto r = load_string(
             "[auth]\nmethod = \"md5\"\nhba_file = \"pool_hba.conf\"\n" + backend, config);
