@@ -133,9 +133,53 @@ std::vector<std::string> split_list(std::string_view text) {
     return out;
 }
 
+/// Length of the valid UTF-8 sequence at text[i], or 0 if none starts there.
+std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const std::size_t n = c < 0x80             ? 1
+                          : (c & 0xE0) == 0xC0 ? 2
+                          : (c & 0xF0) == 0xE0 ? 3
+                          : (c & 0xF8) == 0xF0 ? 4
+                                               : 0;
+    if (n == 0 || i + n > text.size() || (n == 2 && c < 0xC2) || (n == 4 && c > 0xF4)) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return 0;
+    const auto c1 = static_cast<unsigned char>(text[i + 1 < text.size() ? i + 1 : i]);
+    if ((n == 3 && c == 0xE0 && c1 < 0xA0) || (n == 3 && c == 0xED && c1 > 0x9F) ||
+        (n == 4 && c == 0xF0 && c1 < 0x90) || (n == 4 && c == 0xF4 && c1 > 0x8F))
+        return 0;  // overlong, surrogate, beyond U+10FFFF
+    return n;
+}
+
+bool valid_utf8(std::string_view text) {
+    for (std::size_t i = 0; i < text.size();) {
+        const auto n = utf8_sequence(text, i);
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
+
+/// `text` with bytes that are not UTF-8 written \xHH: a TOML file (comments too) must be UTF-8.
+std::string utf8_only(std::string_view text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size();) {
+        const auto n = utf8_sequence(text, i);
+        if (n == 0) {
+            out += fmt::format("\\x{:02x}", static_cast<unsigned char>(text[i++]));
+        } else {
+            out.append(text.substr(i, n));
+            i += n;
+        }
+    }
+    return out;
+}
+
 /// pgpool-II's defaults, for the pool sizes derived from both of them.
 constexpr std::int64_t pgpool_num_init_children = 32;
 constexpr std::int64_t pgpool_max_pool = 4;
+/// The largest whole number taken from a pgpool.conf (2^50).
+constexpr double max_whole = double(std::int64_t(1) << 50);
 
 const char* const no_children =
     "not needed: pgpilot serves every client from a few event-loop threads, with no process per "
@@ -257,6 +301,11 @@ class importer {
         auto v = as_number(s);
         if (v && *v != std::floor(*v)) {
             error(s, fmt::format("expected a whole number, got \"{}\"", s.value));
+            return std::nullopt;
+        }
+        // Far beyond any setting's range, and what an int64 holds exactly (and at all).
+        if (v && std::fabs(*v) > max_whole) {
+            error(s, fmt::format("{} is out of range", s.value));
             return std::nullopt;
         }
         return v ? std::optional<std::int64_t>(std::int64_t(*v)) : std::nullopt;
@@ -487,7 +536,14 @@ void importer::finish_pool_sizes() {
     const auto children =
         num_init_children_ ? *parse_number(num_init_children_->value) : pgpool_num_init_children;
     const auto cached = max_pool_ ? *parse_number(max_pool_->value) : pgpool_max_pool;
-    const auto per_node = std::int64_t(children * std::max<double>(cached, 1));
+    // Both are at most max_whole; their product is capped there (pgpilot's range check then
+    // says what is wrong).
+    const auto per_node = std::int64_t(std::min(children * std::max<double>(cached, 1), max_whole));
+    // What pgpilot's range checks say of these is said of the pgpool.conf lines.
+    const auto& origin = num_init_children_ ? *num_init_children_ : *max_pool_;
+    for (const char* key : {"max_client_connections", "pool_size", "max_backend_connections"})
+        origins_[fmt::format("pool.{}", key)] = origin;
+    if (max_pool_) origins_["pool.max_pool"] = *max_pool_;
     if (num_init_children_) {
         set("pool", "max_client_connections", std::int64_t(children));
         set("pool", "pool_size", std::int64_t(children));
@@ -527,6 +583,11 @@ void importer::import_users() {
     for (const auto& e : parsed.errors)
         notes_.emplace_back(0, fmt::format("{}; skipped", e));
     for (const auto& u : parsed.users) {
+        if (!valid_utf8(u.name) || !valid_utf8(u.password)) {
+            notes_.emplace_back(0, fmt::format("{}: user \"{}\": not valid UTF-8; skipped", path,
+                                               utf8_only(u.name)));
+            continue;
+        }
         const bool md5 = u.password.starts_with("md5") && u.password.size() == 35;
         any_md5 = any_md5 || md5;
         if (!md5 && !u.password.starts_with("SCRAM-SHA-256$"))
@@ -628,7 +689,7 @@ std::string importer::render() {
     if (!notes_.empty()) {
         out << "\n# Notes of the import:\n";
         for (const auto& [line, text] : notes_)
-            out << "#   " << detail::escape_control_characters(text) << "\n";
+            out << "#   " << utf8_only(detail::escape_control_characters(text)) << "\n";
     }
     return out.str();
 }
@@ -645,6 +706,11 @@ pgpool_import importer::run(std::string_view text) {
         }
         if (!s) return;
         s->line = line_no;
+        if (!valid_utf8(s->value)) {
+            errors_.emplace_back(line_no, fmt::format("{}:{}: {}: not valid UTF-8: \"{}\"", source_,
+                                                      line_no, s->name, utf8_only(s->value)));
+            return;
+        }
         if (auto it = last.find(s->name); it != last.end())
             note(it->second,
                  fmt::format("set again on line {}; that value is the one used", line_no));

@@ -20,7 +20,8 @@ shift $(($# > 0 ? 1 : 0))
 build_dir=${PGPILOT_FUZZ_BUILD_DIR:-build-fuzz}
 jobs=${PGPILOT_FUZZ_JOBS:-$(nproc)}
 fuzz_dir=test/fuzz
-all_targets=(fuzz_frame fuzz_startup fuzz_scram_server fuzz_scram_client fuzz_config)
+all_targets=(fuzz_frame fuzz_startup fuzz_scram_server fuzz_scram_client fuzz_config
+             fuzz_pgpool_import)
 [[ -f router/classify.hpp && -f $fuzz_dir/fuzz_classify.cpp ]] && all_targets+=(fuzz_classify)
 if (($#)); then targets=("$@"); else targets=("${all_targets[@]}"); fi
 

@@ -315,6 +315,27 @@ TEST_CASE("what cannot be imported is an error naming file and line", "[import]"
     CHECK(one("backend_hostname0 = 'db'\nbackend_clustering_mode = 'native_replication'\n") ==
           "/etc/pgpool-II/pgpool.conf:2: backend_clustering_mode: pgpilot serves streaming "
           "replication only, not \"native_replication\"");
+    // Found by fuzz_pgpool_import: a number beyond an int64 was converted to one.
+    CHECK(one("backend_hostname0 = 'db'\nport = 99933333333333333333333333\n") ==
+          "/etc/pgpool-II/pgpool.conf:2: port: 99933333333333333333333333 is out of range");
+    const auto sizes =
+        import_errors("backend_hostname0 = 'db'\nnum_init_children = 1000000000000000\n");
+    REQUIRE(sizes.size() == 3);
+    for (const auto& e : sizes)
+        CHECK(e.starts_with("/etc/pgpool-II/pgpool.conf:2: num_init_children: must be "));
+    // Found by fuzz_pgpool_import: text that is not UTF-8 cannot go into a TOML file.
+    CHECK(one("backend_hostname0 = 'db'\nfailover_command = 'a\x85"
+              "b'\n") ==
+          "/etc/pgpool-II/pgpool.conf:2: failover_command: not valid UTF-8: \"a\\x85b\"");
+    {
+        files f;
+        f.by_path["/etc/pgpool-II/pool_hba.conf"] =
+            "hos\x85"
+            "t all all all trust\n";
+        const auto r = import_ok("backend_hostname0 = 'db'\nenable_pool_hba = on\n", f);
+        CHECK(r.toml.find("invalid connection type \"hos\\x85t\"") != std::string::npos);
+        CHECK(load_string(r.toml, "imported.toml"));
+    }
     // What pgpilot itself rejects, said of the line it came from.
     CHECK(one("backend_hostname0 = 'db'\nport = 70000\n") ==
           "/etc/pgpool-II/pgpool.conf:2: port: must be between 1 and 65535, got 70000 (as "
