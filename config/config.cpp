@@ -371,28 +371,6 @@ void check_cross_rules(const toml::table& doc, detail::diagnostics& diag) {
     }
 }
 
-// The whole of a file into `text`; "" or what went wrong ("cannot open: No such file ...").
-std::string read_whole_file(const std::string& path, std::string& text) {
-    struct closer {
-        void operator()(std::FILE* f) const { std::fclose(f); }
-    };
-    // Not a FIFO, a device or the like: a read from one may never end.
-    std::error_code kind_error;
-    const auto kind = std::filesystem::status(path, kind_error).type();
-    using std::filesystem::file_type;
-    if (kind != file_type::regular && kind != file_type::not_found && kind != file_type::directory)
-        return "not a regular file";  // a directory: the read says "Is a directory"
-    errno = 0;
-    std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
-    if (!file) return fmt::format("cannot open: {}", std::generic_category().message(errno));
-    char buffer[16384];
-    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get()))
-        text.append(buffer, n);
-    if (std::ferror(file.get()))
-        return fmt::format("cannot read: {}", std::generic_category().message(errno));
-    return {};
-}
-
 load_result failure(std::string message) {
     load_result result;
     result.errors.push_back(std::move(message));
@@ -436,8 +414,32 @@ health_check_settings settings::health_check_for(std::size_t backend) const {
 }
 
 std::string settings::path_from_config(const std::string& path) const {
+    return path_beside(source, path);
+}
+
+std::optional<file_error> read_whole_file(const std::string& path, std::string& text) {
+    struct closer {
+        void operator()(std::FILE* f) const { std::fclose(f); }
+    };
+    // Not a FIFO, a device or the like: a read from one may never end.
+    std::error_code kind_error;
+    const auto kind = std::filesystem::status(path, kind_error).type();
+    using std::filesystem::file_type;
+    if (kind != file_type::regular && kind != file_type::not_found && kind != file_type::directory)
+        return file_error{"", "not a regular file"};  // a directory: the read says "Is a directory"
+    errno = 0;
+    std::unique_ptr<std::FILE, closer> file{std::fopen(path.c_str(), "rb")};
+    if (!file) return file_error{"open", std::generic_category().message(errno)};
+    char buffer[16384];
+    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get()))
+        text.append(buffer, n);
+    if (std::ferror(file.get())) return file_error{"read", std::generic_category().message(errno)};
+    return std::nullopt;
+}
+
+std::string path_beside(const std::string& file, const std::string& path) {
     if (path.empty() || path.front() == '/') return path;
-    const auto dir = std::filesystem::path(source).parent_path();
+    const auto dir = std::filesystem::path(file).parent_path();
     return dir.empty() ? path : (dir / path).string();
 }
 
@@ -519,9 +521,9 @@ load_result load_string(std::string_view toml_text, std::string_view source_name
         if (name.empty()) return;
         const auto path = result.path_from_config(name);
         std::string text;
-        if (auto error = read_whole_file(path, text); !error.empty()) {
+        if (auto error = read_whole_file(path, text)) {
             diag.error(doc.at_path(key).node()->source().begin, key,
-                       fmt::format("{}: {}", path, error));
+                       fmt::format("{}: {}", path, error->text()));
             return;
         }
         auto errors = parse(text, path);
@@ -550,8 +552,8 @@ load_result load_string(std::string_view toml_text, std::string_view source_name
 
 load_result load_file(const std::string& path) {
     std::string text;
-    if (auto error = read_whole_file(path, text); !error.empty())
-        return failure(fmt::format("{}: {}", path, error));
+    if (auto error = read_whole_file(path, text))
+        return failure(fmt::format("{}: {}", path, error->text()));
     return load_string(text, path);
 }
 

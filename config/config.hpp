@@ -235,6 +235,21 @@ load_result load_file(const std::string& path);
 // Validates TOML text; source_name is used in messages and stored in settings::source.
 load_result load_string(std::string_view toml_text, std::string_view source_name);
 
+// Why a file could not be read: the step that failed ("open", "read"; "" when the path is
+// not a regular file, as a FIFO or a device, a read from which may never end) and the reason.
+struct file_error {
+    std::string step;
+    std::string reason;
+    // "cannot open: No such file or directory", "not a regular file".
+    std::string text() const { return step.empty() ? reason : "cannot " + step + ": " + reason; }
+};
+// Appends the whole of the file at `path` to `text`; what went wrong, if anything.
+std::optional<file_error> read_whole_file(const std::string& path, std::string& text);
+
+// `path` as a file named in the file `file` means it: a relative path is taken from `file`'s
+// directory ("" stays "").
+std::string path_beside(const std::string& file, const std::string& path);
+
 // A pgpool-II pool_passwd file: "user:secret" lines, the secret an md5 hash, a SCRAM-SHA-256$
 // verifier, TEXT followed by the plain password (the prefix is dropped), or plain text. Errors
 // ("PATH:LINE: message") for AES-encrypted secrets, lines without ':' and users repeated or

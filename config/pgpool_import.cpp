@@ -570,11 +570,7 @@ void importer::finish_pool_sizes() {
 void importer::import_users() {
     std::string name = pool_passwd_ ? pool_passwd_->value : "pool_passwd";
     const setting where = pool_passwd_ ? *pool_passwd_ : setting{"pool_passwd", name, 0};
-    std::string path = name;
-    if (!path.empty() && path.front() != '/') {
-        const auto dir = std::filesystem::path(source_).parent_path();
-        if (!dir.empty()) path = (dir / path).string();
-    }
+    const auto path = path_beside(source_, name);
     std::optional<std::string> text;
     if (!path.empty()) text = read_file_(path);
     toml::array users;
@@ -633,9 +629,7 @@ void importer::import_users() {
 // scram-sha-256). Whether it did.
 bool importer::import_hba() {
     if (!enable_pool_hba_) return false;
-    const auto dir = std::filesystem::path(source_).parent_path();
-    const auto path =
-        (dir.empty() ? std::filesystem::path("pool_hba.conf") : dir / "pool_hba.conf").string();
+    const auto path = path_beside(source_, "pool_hba.conf");
     const auto text = read_file_(path);
     if (!text) {
         note(*enable_pool_hba_, fmt::format("cannot read {}; [auth] method applies to every "

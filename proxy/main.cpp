@@ -1,10 +1,8 @@
 // pgpilot: a PostgreSQL proxy for a primary with hot standbys.
 #include <fmt/format.h>
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
 
 #include "config/config.hpp"
@@ -36,22 +34,21 @@ void usage(std::FILE* out) {
         "  --version           print the version\n");
 }
 
+/// The importer's reader of pool_passwd and pool_hba.conf: nullopt when one cannot be read.
 std::optional<std::string> read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return std::nullopt;
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
+    std::string text;
+    if (pgpilot::config::read_whole_file(path, text)) return std::nullopt;
+    return text;
 }
 
 /// pgpilot --import-pgpool FILE: the configuration on stdout, the notes on stderr.
 int import_pgpool(const std::string& file) {
-    const auto text = read_text(file);
-    if (!text) {
-        say(stderr, "pgpilot: cannot read \"{}\": {}\n", file, std::strerror(errno));
+    std::string text;
+    if (const auto error = pgpilot::config::read_whole_file(file, text)) {
+        say(stderr, "pgpilot: cannot read \"{}\": {}\n", file, error->reason);
         return 1;
     }
-    const auto result = pgpilot::config::import_pgpool_conf(*text, file, read_text);
+    const auto result = pgpilot::config::import_pgpool_conf(text, file, read_text);
     for (const auto& e : result.errors)
         say(stderr, "{}\n", e);
     if (!result) {
