@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "proxy/say.hpp"
 
 namespace {
 
@@ -28,10 +29,7 @@ constexpr int exit_usage = 2;
 /// Node commands wait for a switchover (up to [failover] hold_timeout, 30 s by default).
 constexpr std::chrono::seconds answer_timeout{120};
 
-template <typename... Args>
-void say(std::FILE* out, fmt::format_string<Args...> f, Args&&... args) {
-    std::fputs(fmt::format(f, std::forward<Args>(args)...).c_str(), out);
-}
+using pgpilot::proxy::say;
 
 void usage(std::FILE* out) {
     say(out,

@@ -8,16 +8,12 @@
 #include "config/config.hpp"
 #include "config/pgpool_import.hpp"
 #include "ha/log.hpp"
+#include "proxy/say.hpp"
 #include "proxy/server.hpp"
 
 namespace {
 
-/// Prints through stdio with fputs: fmt::print(FILE*) crashes in ThreadSanitizer builds
-/// (fmt is a shared library built without TSan).
-template <typename... Args>
-void say(std::FILE* out, fmt::format_string<Args...> f, Args&&... args) {
-    std::fputs(fmt::format(f, std::forward<Args>(args)...).c_str(), out);
-}
+using pgpilot::proxy::say;
 
 void usage(std::FILE* out) {
     say(out,
