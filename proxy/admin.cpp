@@ -111,14 +111,18 @@ std::vector<pool_view> pool_views(const shared_state& shared) {
     return out;
 }
 
-admin_report read_report(const shared_state& shared) {
+admin_report read_report(const shared_state& shared, report_parts parts) {
     admin_report r;
-    const auto snapshot = shared.registry.snapshot();
-    r.nodes = node_views(shared, *snapshot);
-    r.failover_in_progress = snapshot->failover_in_progress;
-    r.pools = pool_views(shared);
-    r.clients = shared.slots.in_use();
-    r.clients_waiting = shared.slots.waiting();
+    if (parts != report_parts::pools) {
+        const auto snapshot = shared.registry.snapshot();
+        r.nodes = node_views(shared, *snapshot);
+        r.failover_in_progress = snapshot->failover_in_progress;
+    }
+    if (parts != report_parts::nodes) {
+        r.pools = pool_views(shared);
+        r.clients = shared.slots.in_use();
+        r.clients_waiting = shared.slots.waiting();
+    }
     return r;
 }
 

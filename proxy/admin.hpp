@@ -53,7 +53,10 @@ struct admin_report {
     std::size_t clients = 0;          ///< sessions past startup
     std::size_t clients_waiting = 0;  ///< clients waiting for a slot (max_client_connections)
 };
-admin_report read_report(const shared_state& shared);
+/// What a request needs: /health and /nodes only the nodes (no lock on the pools, which every
+/// worker takes to lease connections), /pools only the pools and clients, /metrics all.
+enum class report_parts { nodes, pools, all };
+admin_report read_report(const shared_state& shared, report_parts parts);
 
 /// `text` as a JSON string literal, quotes included.
 std::string json_string(std::string_view text);

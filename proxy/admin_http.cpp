@@ -196,7 +196,9 @@ net::awaitable<response> respond(shared_state& shared, const request& req,
                                     "\"GET /metrics\",\"POST /nodes/ID/attach\","
                                     "\"POST /nodes/ID/detach[?gracefully]\","
                                     "\"POST /nodes/ID/promote[?switchover]\"]}\n");
-        const auto report = read_report(shared);
+        const auto report = read_report(shared, path == "/metrics" ? report_parts::all
+                                                : path == "/pools" ? report_parts::pools
+                                                                   : report_parts::nodes);
         if (path == "/metrics")
             co_return make_response(http::status::ok, prometheus_metrics(report),
                                     "text/plain; version=0.0.4; charset=utf-8");
